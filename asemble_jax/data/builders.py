@@ -1,0 +1,39 @@
+"""Finds the project's TFDS builders by name ("synthetic_sij/coronal") and builds or opens them.
+
+The builders live in the top-level datasets/ folder, installed as `asemble_datasets`; importing a builder module
+registers it with TFDS, so `tfds.builder` can then resolve "name/config". Everything is written as array_record so
+that no TensorFlow is needed to build or read.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import tensorflow_datasets as tfds
+
+DATASET_NAMES = ("synthetic_sij", "bone_mri", "elazig", "asas", "radiopaedia")
+FILE_FORMAT = "array_record"
+DEFAULT_DATA_DIR = os.environ.get("TFDS_DATA_DIR", os.path.join("data", "tfds"))
+
+
+def _import_builder_module(dataset: str) -> None:
+    if dataset not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
+    importlib.import_module(f"asemble_datasets.{dataset}.{dataset}_dataset_builder")
+
+
+def get_builder(name: str, *, data_dir: str | os.PathLike | None = None, **builder_kwargs: Any):
+    """The TFDS builder for "dataset/config" (config optional), reading and writing array_record under data_dir."""
+    _import_builder_module(name.split("/")[0].split(":")[0])
+    return tfds.builder(name, data_dir=os.fspath(data_dir or DEFAULT_DATA_DIR), file_format=FILE_FORMAT,
+                        **builder_kwargs)
+
+
+def build(name: str, *, data_dir: str | os.PathLike | None = None, manual_dir: str | os.PathLike | None = None,
+          **builder_kwargs: Any):
+    """Builds "dataset/config" unless already built, and returns its builder."""
+    builder = get_builder(name, data_dir=data_dir, **builder_kwargs)
+    download_config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir) if manual_dir else None)
+    builder.download_and_prepare(download_config=download_config, file_format=FILE_FORMAT)
+    return builder

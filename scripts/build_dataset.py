@@ -1,0 +1,38 @@
+"""Builds one of the project's TFDS datasets as array_record (no TensorFlow needed).
+
+    python scripts/build_dataset.py --dataset=synthetic_sij/coronal --data_dir=data/tfds
+    python scripts/build_dataset.py --dataset=bone_mri --manual_dir=../shared/data/bone_mri
+    python scripts/build_dataset.py --dataset=elazig/axial --manual_dir=/path/to/elazig --strict
+
+Without --strict an unreadable input file is skipped, logged and listed in the dataset's metadata; with it the
+build stops at the first one.
+"""
+import argparse
+import sys
+import time
+
+from asemble_jax.data.builders import DEFAULT_DATA_DIR, build
+from asemble_jax.data.errors import InputError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="NAME/CONFIG, e.g. synthetic_sij/coronal")
+    parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR)
+    parser.add_argument("--manual_dir", help="folder the user filled by hand (elazig, asas, radiopaedia, bone_mri)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable input file")
+    args = parser.parse_args(argv)
+    kwargs = {"strict": True} if args.strict else {}
+    start = time.perf_counter()
+    try:
+        builder = build(args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir, **kwargs)
+    except (InputError, ValueError, FileNotFoundError, AssertionError) as error:
+        print(f"error: {args.dataset}: {error}".splitlines()[0], file=sys.stderr)
+        return 2
+    splits = ", ".join(f"{name}={info.num_examples}" for name, info in sorted(builder.info.splits.items()))
+    print(f"{builder.info.full_name} in {builder.data_dir} ({time.perf_counter() - start:.1f} s): {splits}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
