@@ -1,0 +1,102 @@
+"""Per-device training and prediction steps over a functional view of an NNX model.
+
+The model is split once into a static graph and three kinds of state: parameters (optimised), BatchNorm
+statistics (updated by the forward pass) and everything else (RNG streams, re-seeded every step from the step
+number and the device index, so that resuming and changing device count never replays or shares dropout masks).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from asemble_jax.parallel import AXIS
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    other: Any  # RNG streams and any other non-trained variables, carried unchanged
+    opt_state: Any
+    ema_params: Any  # None when no exponential moving average is kept
+    rng: jax.Array
+
+
+def split_model(model: nnx.Module):
+    graphdef, params, batch_stats, other = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    return graphdef, params, batch_stats, other
+
+
+def create_train_state(model: nnx.Module, tx: optax.GradientTransformation, *, seed: int, ema: bool):
+    graphdef, params, batch_stats, other = split_model(model)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, other=other,
+                       opt_state=tx.init(params), ema_params=jax.tree.map(jnp.copy, params) if ema else None,
+                       rng=jax.random.key_data(jax.random.key(seed)))
+    return graphdef, state
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, *, label_smoothing: float, ema_decay: float):
+    """Per-device step(state, batch) -> (state, metrics); gradients and metrics are averaged over AXIS."""
+
+    def step(state: TrainState, batch: dict[str, jax.Array]):
+        device_key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step),
+                                        jax.lax.axis_index(AXIS))
+
+        def loss_fn(params):
+            # copy=True: fresh variables at this trace level, which the forward pass may then update.
+            model = nnx.merge(graphdef, params, state.batch_stats, state.other, copy=True)
+            nnx.reseed(model, dropout=device_key)
+            logits, _ = model(batch["image"], train=True)
+            loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
+            return loss, (logits, nnx.state(model, nnx.BatchStat))
+
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        # Local means of equal-sized shards: their mean is the global-batch mean.
+        grads = jax.lax.pmean(grads, AXIS)
+        # BatchNorm is synchronised over AXIS, so these are equal already; the mean makes it provable to shard_map.
+        batch_stats = jax.lax.pmean(batch_stats, AXIS)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema_params = state.ema_params
+        if ema_params is not None:
+            ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema_params, params)
+        metrics = {
+            "loss": loss,
+            "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+            "grad_norm": optax.tree.norm(grads),
+        }
+        metrics = jax.lax.pmean(metrics, AXIS)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                                  opt_state=opt_state, ema_params=ema_params)
+        return new_state, metrics
+
+    return step
+
+
+def make_predict_step(graphdef, *, use_ema: bool):
+    """Per-device predict(state, batch) -> class probabilities, inference mode."""
+
+    def predict(state: TrainState, batch: dict[str, jax.Array]):
+        params = state.ema_params if use_ema and state.ema_params is not None else state.params
+        model = nnx.merge(graphdef, params, state.batch_stats, state.other)
+        logits, _ = model(batch["image"], train=False)
+        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+    return predict
+
+
+def model_from_state(graphdef, state: TrainState, *, use_ema: bool) -> nnx.Module:
+    """A live NNX model (for Grad-CAM, export, analysis) holding the state's weights."""
+    params = state.ema_params if use_ema and state.ema_params is not None else state.params
+    return nnx.merge(graphdef, params, state.batch_stats, state.other)
