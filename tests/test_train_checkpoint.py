@@ -1,0 +1,92 @@
+"""Checkpoints survive a corrupt latest step; metrics logs survive a resume; evaluation metrics match sklearn."""
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from asemble_jax.evaluation.metrics import classification_metrics
+from asemble_jax.train import checkpoint
+from asemble_jax.train.metrics_log import MetricsLog
+
+
+def _state(value: float):
+    return {"w": jnp.full((3, 2), value, jnp.float32), "step": jnp.array(int(value), jnp.int32)}
+
+
+def test_restore_falls_back_when_latest_checkpoint_is_corrupt(tmp_path, caplog):
+    ckpts = checkpoint.Checkpoints(tmp_path, max_to_keep=3)
+    for step in (1, 2):
+        ckpts.save(step, _state(step), {"iterator": {"position": step}})
+    ckpts.wait()
+    # Truncate every data file of step 2: the kind of damage a full disk or a killed copy leaves.
+    damaged = 0
+    for root, _, files in os.walk(tmp_path / "2"):
+        for name in files:
+            if not name.endswith(".json") and "metadata" not in name:
+                open(os.path.join(root, name), "wb").close()
+                damaged += 1
+    assert damaged, "expected array data files inside the checkpoint"
+    restored = ckpts.restore_latest(checkpoint.abstract_like(_state(0)))
+    assert restored is not None
+    step, state, data = restored
+    assert step == 1 and data == {"iterator": {"position": 1}}
+    np.testing.assert_array_equal(state["w"], np.ones((3, 2)))
+    assert "unreadable" in caplog.text
+    ckpts.close()
+
+
+def test_best_checkpoint_is_kept_apart_from_max_to_keep(tmp_path):
+    ckpts = checkpoint.Checkpoints(tmp_path, max_to_keep=1)
+    ckpts.save_best(1, _state(1), {})
+    for step in (2, 3, 4):
+        ckpts.save(step, _state(step), {})
+    ckpts.wait()
+    assert ckpts.best_step() == 1 and ckpts.latest_step() == 4
+    assert ckpts.restore_best(checkpoint.abstract_like(_state(0)))[0] == 1
+    ckpts.close()
+
+
+def test_no_checkpoint_restores_nothing(tmp_path):
+    ckpts = checkpoint.Checkpoints(tmp_path, max_to_keep=2)
+    assert ckpts.restore_latest(checkpoint.abstract_like(_state(0))) is None
+    ckpts.close()
+
+
+def test_metrics_log_drops_records_after_the_restored_step(tmp_path):
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    for step in (10, 20, 30):
+        log.write({"step": step, "loss": np.float32(0.5), "auc": float("nan")})
+    log.truncate_after(20)
+    records = log.read()
+    assert [r["step"] for r in records] == [10, 20]
+    assert records[0]["loss"] == 0.5 and records[0]["auc"] == "nan"  # valid JSON, no bare NaN
+    json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+
+
+def test_disabled_metrics_log_writes_nothing(tmp_path):
+    MetricsLog(tmp_path / "m.jsonl", enabled=False).write({"step": 1})
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_classification_metrics_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 200)
+    probs = np.clip(labels * 0.3 + rng.uniform(0, 0.7, 200), 0, 1)
+    m = classification_metrics(labels, probs, threshold=0.5)
+    predictions = (probs >= 0.5).astype(int)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(labels, predictions))
+    assert m["precision"] == pytest.approx(skm.precision_score(labels, predictions))
+    assert m["recall"] == pytest.approx(skm.recall_score(labels, predictions))
+    assert m["specificity"] == pytest.approx(skm.recall_score(1 - labels, 1 - predictions))
+    assert m["f1"] == pytest.approx(skm.f1_score(labels, predictions))
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(labels, probs))
+    assert m["confusion_matrix"] == skm.confusion_matrix(labels, predictions).tolist()
+
+
+def test_metrics_with_one_class_report_nan_not_zero():
+    m = classification_metrics(np.zeros(5, int), np.full(5, 0.2))
+    assert np.isnan(m["auc"]) and np.isnan(m["recall"]) and m["specificity"] == 1.0
