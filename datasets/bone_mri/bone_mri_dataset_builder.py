@@ -109,8 +109,8 @@ def patient_splits(patient_ids: Sequence[str], *, val_fraction: float = 0.2,
                    test_fraction: float = 0.2) -> dict[str, tuple[str, ...]]:
     """Deterministic train/val/test assignment of patients.
 
-    Patients are ordered by a hash of their id, not by the id, so the order does not follow the authors' numbering
-    (which tracks recruitment and scan date); test takes the first share, val the next, train the rest. Each of val
+    Patients are ordered by a hash of their id, not by the id, so that the split does not follow the authors'
+    numbering, and adding or removing one patient moves few others; test takes the first share, val the next, train the rest. Each of val
     and test gets at least one patient once there are enough (test from 2 patients, val from 3). Splits left empty
     are omitted.
     """
