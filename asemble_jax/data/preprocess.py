@@ -6,24 +6,28 @@ MR values need before any of them), each its own public function and configured 
 1. `window_to_uint8`, window_percentiles=(1.0, 99.0): values at or below the low percentile become 0, at or above
    the high one 255, linear and rounded in between. Percentiles ignore NaN and +-inf, which become 0. A constant
    image (both percentiles equal) becomes 0, except values above that constant, which become 255.
-2. `body_crop_box` + `crop_to_box`, crop=True, crop_margin=0.03, crop_opening=0.02, crop_otsu_fraction=0.5,
-   crop_min_component=0.1. The rule, on the windowed image:
-   a. foreground = pixels above crop_otsu_fraction x Otsu's threshold (half of Otsu keeps the dark fat and muscle
-      of fat-suppressed STIR inside the body, and still drops the dark background and its noise);
+2. `body_crop_box` + `crop_to_box`, crop=True, crop_threshold=0.1, crop_opening=0.02, crop_min_component=0.1,
+   crop_margin=0.03. The rule, on the windowed image:
+   a. foreground = pixels above crop_threshold x 255. Windowing has put air near 0, and every tissue, including
+      the suppressed fat and dark muscle of STIR, sits above a tenth of the window. Otsu's threshold was tried
+      and rejected: on posterior STIR slices it separates the bright spinal fluid from all other tissue, and the
+      crop shrank to the spinal canal;
    b. morphological opening with an elliptical kernel crop_opening x the shorter image side across (at least
       3 px): removes burned-in text, rulers, tick marks and speckle, all thinner than that; then a closing with
       a kernel twice as wide reconnects body parts that the threshold split;
    c. the bounding box of every 8-connected component whose area is at least crop_min_component x the largest
       one (the body, even if split in two, but not a stray label);
-   d. grown by crop_margin x its longer side on every side (within the image), then made square around its centre (shifted to stay
-      inside the image where the image allows), so that resizing never distorts anatomy. Where the image is too
-      narrow for a square, the box reaches past the edge and `crop_to_box` pads with 0 (the background).
+   d. grown by crop_margin x its longer side on every side (within the image), then made square around its
+      centre (shifted to stay inside the image where the image allows), so that resizing never distorts anatomy.
+      Where the image is too narrow for a square, the box reaches past the edge and `crop_to_box` pads with 0
+      (the background).
    When no foreground survives (a blank or all-noise slice) the box is the whole image, squared the same way.
-   crop=False skips a-c: the whole image, squared and padded.
+   crop=False skips a-d: the whole image, squared and padded.
 3. `resize_to`, size=256: cv2.INTER_AREA when shrinking, cv2.INTER_CUBIC when enlarging; masks use
    cv2.INTER_NEAREST_EXACT (nearest neighbour on pixel centres, so a mask stays aligned with its image).
-4. `apply_clahe`, clahe_clip_limit=2.0, clahe_tile_grid_size=(8, 8): cv2.createCLAHE on the resized image, the
-   defaults of OpenCV's own examples and of most CLAHE-on-MRI papers; clahe_clip_limit=None skips CLAHE.
+4. `apply_clahe`, clahe_clip_limit=2.0, clahe_tile_grid_size=(8, 8): cv2.createCLAHE on the resized image, with
+   the values of OpenCV's own CLAHE tutorial (the paper gives none; 8x8 tiles of 32 px at 256x256 are about the
+   size of a sacroiliac joint); clahe_clip_limit=None skips CLAHE.
 
 A mask given to `preprocess` follows steps 2 and 3 exactly (same box, same padding, nearest neighbour).
 """
@@ -46,10 +50,10 @@ class PreprocessConfig:
 
     window_percentiles: tuple[float, float] = (1.0, 99.0)
     crop: bool = True
-    crop_margin: float = 0.03
+    crop_threshold: float = 0.1
     crop_opening: float = 0.02
-    crop_otsu_fraction: float = 0.5
     crop_min_component: float = 0.1
+    crop_margin: float = 0.03
     size: int = 256
     clahe_clip_limit: float | None = 2.0
     clahe_tile_grid_size: tuple[int, int] = (8, 8)
@@ -61,8 +65,8 @@ class PreprocessConfig:
             raise ValueError(f"window_percentiles must satisfy 0 <= low < high <= 100, got {self.window_percentiles}")
         if self.size < MIN_SIDE:
             raise ValueError(f"size must be at least {MIN_SIDE}, got {self.size}")
-        if self.crop_margin < 0 or not 0 < self.crop_opening < 1 or self.crop_otsu_fraction <= 0:
-            raise ValueError("crop_margin must be >= 0, crop_opening in (0, 1), crop_otsu_fraction > 0")
+        if self.crop_margin < 0 or not 0 < self.crop_opening < 1 or not 0 <= self.crop_threshold < 1:
+            raise ValueError("crop_margin must be >= 0, crop_opening in (0, 1), crop_threshold in [0, 1)")
         if not 0 < self.crop_min_component <= 1:
             raise ValueError(f"crop_min_component must be in (0, 1], got {self.crop_min_component}")
         if self.clahe_clip_limit is not None and self.clahe_clip_limit <= 0:
@@ -101,8 +105,8 @@ def preprocess(raw: np.ndarray, config: PreprocessConfig = PreprocessConfig(), m
 
     windowed = window_to_uint8(raw, config.window_percentiles)
     if config.crop:
-        box = body_crop_box(windowed, margin=config.crop_margin, opening=config.crop_opening,
-                            otsu_fraction=config.crop_otsu_fraction, min_component=config.crop_min_component)
+        box = body_crop_box(windowed, threshold=config.crop_threshold, opening=config.crop_opening,
+                            min_component=config.crop_min_component, margin=config.crop_margin)
     else:
         box = _square_box((0, raw.shape[0], 0, raw.shape[1]), raw.shape)
     image = resize_to(crop_to_box(windowed, box), config.size)
@@ -130,14 +134,13 @@ def window_to_uint8(raw: np.ndarray, percentiles: tuple[float, float] = (1.0, 99
     return scaled.astype(np.uint8)
 
 
-def body_crop_box(windowed: np.ndarray, *, margin: float = 0.03, opening: float = 0.02, otsu_fraction: float = 0.5,
-                  min_component: float = 0.1) -> Box:
+def body_crop_box(windowed: np.ndarray, *, threshold: float = 0.1, opening: float = 0.02, min_component: float = 0.1,
+                  margin: float = 0.03) -> Box:
     """Square (y0, y1, x0, x1) around the body of a windowed uint8 slice, following the module docstring's rule."""
     windowed = np.asarray(windowed)
     if windowed.dtype != np.uint8 or windowed.ndim != 2:
         raise ValueError(f"body_crop_box needs a 2-D uint8 image, got {windowed.dtype} {windowed.shape}")
-    otsu, _ = cv2.threshold(windowed, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-    foreground = (windowed > otsu * otsu_fraction).astype(np.uint8)
+    foreground = (windowed > threshold * 255).astype(np.uint8)
     kernel_side = max(3, int(round(opening * min(windowed.shape))) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_side, kernel_side))
     foreground = cv2.morphologyEx(foreground, cv2.MORPH_OPEN, kernel)

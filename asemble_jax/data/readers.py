@@ -36,6 +36,8 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pydicom.config
+import pydicom.dataset
+import pydicom.uid
 import pydicom.errors
 import pydicom.pixels
 from PIL import Image, UnidentifiedImageError
@@ -199,7 +201,8 @@ def _read_raster(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
     except UnidentifiedImageError:
         raise _NotRaster from None
     except Image.DecompressionBombError as error:
-        raise InputError(path, f"refused before decoding: {error}") from None
+        raise InputError(path, f"image exceeds the limit of {max_pixels} pixels, refused before decoding "
+                               f"({_reason(error)})") from None
     except InputError:
         raise
     except _DECODE_ERRORS as error:
@@ -259,9 +262,8 @@ def _dicom_pixels(dataset: pydicom.Dataset, path: str | os.PathLike, max_pixels:
     bits_allocated = int(dataset.get("BitsAllocated", 0) or 0)
     if bits_allocated not in (8, 16, 32):
         raise InputError(path, f"unsupported BitsAllocated {bits_allocated} (8, 16 and 32 are read)")
-    file_meta = getattr(dataset, "file_meta", None)
-    transfer_syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
-    if transfer_syntax is not None and transfer_syntax.is_compressed:
+    transfer_syntax = _transfer_syntax(dataset)
+    if transfer_syntax.is_compressed:
         decoder = pydicom.pixels.get_decoder(transfer_syntax)
         if decoder is None or not decoder.is_available:
             missing = "; ".join(decoder.missing_dependencies) if decoder is not None else "no decoder exists"
@@ -284,6 +286,22 @@ def _dicom_pixels(dataset: pydicom.Dataset, path: str | os.PathLike, max_pixels:
     pixels = values.astype(np.float32)
     _check_finite(path, pixels)
     return pixels
+
+
+def _transfer_syntax(dataset: pydicom.Dataset) -> pydicom.uid.UID:
+    """The file's transfer syntax; files without file meta (no preamble) get the encoding they were parsed with,
+    recorded so that pydicom can decode their native pixel data."""
+    file_meta = getattr(dataset, "file_meta", None)
+    if file_meta is not None and file_meta.get("TransferSyntaxUID"):
+        return file_meta.TransferSyntaxUID
+    implicit, little_endian = dataset.original_encoding
+    if implicit:
+        syntax = pydicom.uid.ImplicitVRLittleEndian
+    else:
+        syntax = pydicom.uid.ExplicitVRLittleEndian if little_endian else pydicom.uid.ExplicitVRBigEndian
+    dataset.file_meta = file_meta if file_meta is not None else pydicom.dataset.FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = syntax
+    return syntax
 
 
 def _inverted_stored_range(dataset: pydicom.Dataset) -> float:
