@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from asemble_jax.data.near_duplicates import hamming_distances, perceptual_hash
+from asemble_jax.data.preprocess import preprocess
 
 SIDE = 64
 # Different made-up images must stay this far apart (bits), well beyond the builder's threshold.
@@ -62,16 +63,18 @@ def body_image(seed: int, side: int = SIDE) -> np.ndarray:
 
 
 def distinct_images(count: int) -> list[np.ndarray]:
-    """`count` body images, each at least MIN_DISTANCE bits from the others: seeds are tried in order and an image
-    too like an earlier one is passed over, so the result is deterministic. The asas and radiopaedia dummy data
-    take later images of this one sequence, so no dummy image of one source is a near-duplicate of another's."""
+    """`count` body images, each at least MIN_DISTANCE bits from the others, before and after preprocessing: seeds
+    are tried in order and an image too like an earlier one is passed over, so the result is deterministic. The
+    asas and radiopaedia dummy data take later images of this one sequence, so no dummy image of one source is a
+    near-duplicate of another's."""
     images, hashes = [], []
     seed = 0
     while len(images) < count:
         image = body_image(seed)
         seed += 1
-        value = perceptual_hash(image)
-        if not hashes or hamming_distances([value], hashes).min() >= MIN_DISTANCE:
+        value = (perceptual_hash(image), perceptual_hash(preprocess(image).image))
+        if all(hamming_distances([v], [h[k] for h in hashes]).min() >= MIN_DISTANCE
+               for k, v in enumerate(value) if hashes):
             images.append(image)
             hashes.append(value)
     return images
