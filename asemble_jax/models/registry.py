@@ -1,0 +1,117 @@
+"""Models by name, preset and overrides, the one way configs and scripts build a model.
+
+A model module registers its class with `@register("name")`; the class defines `PRESETS`, a mapping from preset
+name ("tiny", "small", "paper", ...) to constructor keyword arguments, and a keyword-only constructor that takes
+at least num_classes, in_channels and rngs. Every module of asemble_jax.models is imported on the first lookup,
+so a new model module needs no edit here.
+
+    model = create_model("asemblenet", "tiny", rngs=nnx.Rngs(0), use_vit=False)
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import pkgutil
+from collections.abc import Callable, Mapping
+
+import jax
+from flax import nnx
+
+_MODELS: dict[str, type] = {}
+_discovered = False
+
+# The ASembleNet ablation grid: variant name -> overrides of the asemblenet constructor.
+ABLATION_VARIANTS: Mapping[str, Mapping[str, bool]] = {
+    "full": {},
+    "no_se": {"use_se": False},
+    "no_wide_resnet": {"use_wide_resnet": False},
+    "no_convnext": {"use_convnext": False},
+    "no_vit": {"use_vit": False},
+    "wide_resnet_only": {"use_convnext": False, "use_vit": False},
+    "convnext_only": {"use_wide_resnet": False, "use_vit": False},
+    "vit_only": {"use_wide_resnet": False, "use_convnext": False},
+}
+# Passed by create_model itself, so never accepted as overrides.
+_CREATE_ARGUMENTS = ("rngs", "num_classes", "in_channels")
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator adding a model under `name`; the class must define a non-empty PRESETS mapping."""
+
+    def add(model_class: type) -> type:
+        presets = getattr(model_class, "PRESETS", None)
+        if not isinstance(presets, Mapping) or not presets:
+            raise TypeError(f"model {name!r} ({model_class.__qualname__}) must define PRESETS, a non-empty mapping "
+                            f"from preset name to constructor arguments")
+        registered = _MODELS.get(name)
+        if registered is not None and registered.__qualname__ != model_class.__qualname__:
+            raise ValueError(f"model name {name!r} is already registered by {registered.__module__}."
+                             f"{registered.__qualname__}")
+        _MODELS[name] = model_class
+        return model_class
+
+    return add
+
+
+def _discover_models() -> None:
+    global _discovered
+    if not _discovered:
+        package = importlib.import_module(__package__)
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{__package__}.{module.name}")
+        _discovered = True
+
+
+def available_models() -> tuple[str, ...]:
+    _discover_models()
+    return tuple(sorted(_MODELS))
+
+
+def model_class(name: str) -> type:
+    """The registered class for `name`; ValueError listing the valid names otherwise."""
+    _discover_models()
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
+
+
+def presets(name: str) -> tuple[str, ...]:
+    return tuple(model_class(name).PRESETS)
+
+
+def constructor_arguments(name: str) -> tuple[str, ...]:
+    """The architecture fields that create_model accepts as overrides for `name`."""
+    parameters = inspect.signature(model_class(name).__init__).parameters.values()
+    return tuple(p.name for p in parameters
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _CREATE_ARGUMENTS)
+
+
+def create_model(name: str, preset: str = "small", *, rngs: nnx.Rngs, num_classes: int = 2, in_channels: int = 1,
+                 **overrides) -> nnx.Module:
+    """Build model `name` with the arguments of `preset`, then `overrides` on top (e.g. use_vit=False,
+    dtype=jnp.bfloat16). Unknown names, presets or override names raise ValueError listing the valid ones;
+    impossible combinations raise the model's own ValueError."""
+    cls = model_class(name)
+    if preset not in cls.PRESETS:
+        raise ValueError(f"unknown preset {preset!r} for model {name!r}; valid presets: {', '.join(cls.PRESETS)}")
+    valid = constructor_arguments(name)
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown argument(s) {', '.join(unknown)} for model {name!r}; valid overrides: "
+                         f"{', '.join(valid)}")
+    arguments = {**cls.PRESETS[preset], **overrides}
+    return cls(num_classes=num_classes, in_channels=in_channels, rngs=rngs, **arguments)
+
+
+def ablation_variants() -> Mapping[str, Mapping[str, bool]]:
+    """The ASembleNet ablation grid (full model, each part removed, each branch alone) as asemblenet overrides."""
+    return ABLATION_VARIANTS
+
+
+def count_parameters(model: nnx.Module, *, include_batch_stats: bool = True) -> int:
+    """Number of scalars in the model's parameters, plus its BatchNorm running statistics unless told not to
+    (Keras counts those in a model's total, so that is the figure comparable with the Keras applications).
+    Works on abstract models from nnx.eval_shape too."""
+    kinds = (nnx.Param, nnx.BatchStat) if include_batch_stats else (nnx.Param,)
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(nnx.state(model, *kinds)))
