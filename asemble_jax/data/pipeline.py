@@ -235,7 +235,7 @@ def eval_batches(
 ) -> Iterator[Batch]:
     """Finite iterator over this process's share of `source`, in source order, padded to full batches.
 
-    Process p gets records p, p + P, p + 2P, ...; every process yields the same number of batches (so that
+    `batch_size` is per process. Process p gets records p, p + P, p + 2P, ...; every process yields the same number of batches (so that
     collective steps stay in lockstep) and padded slots have valid=False, so summing over valid entries of all
     processes counts every example exactly once.
     """
