@@ -93,6 +93,8 @@ def test_missing_empty_and_non_image_files(tmp_path):
     (tmp_path / "notes.png").write_text("this is a radiology report, not an image\n" * 10)
     _raises_for(tmp_path / "notes.png", "not a recognised image")
     _raises_for(tmp_path, "not a regular file")
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 2), np.float32), np.eye(4)), tmp_path / "volume.nii")
+    _raises_for(tmp_path / "volume.nii", "not a recognised image", "read_nifti_volume")
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
@@ -213,6 +215,19 @@ def test_dicom_rle_compressed_reads_losslessly(tmp_path):
     np.testing.assert_array_equal(readers.read_image(path), stored)
 
 
+def test_dicom_rgb_becomes_bt601_luma(tmp_path):
+    rgb = np.random.default_rng(22).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    ds = _mr_dataset(rgb[..., 0], photometric="RGB")
+    ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelData = rgb.tobytes()
+    path = tmp_path / "colour.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    red, green, blue = (rgb[..., c].astype(np.float64) for c in range(3))
+    np.testing.assert_allclose(readers.read_image(path), 0.299 * red + 0.587 * green + 0.114 * blue, atol=1e-3)
+
+
 def test_dicom_without_preamble_is_still_read(tmp_path):
     stored = _stored((12, 14), 10)
     path = tmp_path / "acr_nema_style"
@@ -300,7 +315,7 @@ def test_dicom_series_errors(tmp_path):
 
     _write_series(tmp_path / "unnumbered", _stored((1, 16, 16), 19), [1])
     _mr_dataset(_stored((16, 16), 20)).save_as(tmp_path / "unnumbered" / "lost", enforce_file_format=True)
-    _raises_for(tmp_path / "unnumbered" / "lost", "no InstanceNumber",
+    _raises_for(tmp_path / "unnumbered" / "lost", "no valid InstanceNumber",
                 reader=lambda _: readers.read_dicom_series(tmp_path / "unnumbered"))
 
 

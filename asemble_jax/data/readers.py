@@ -106,9 +106,12 @@ def _read_series(folder: str | os.PathLike, paths: list[pathlib.Path], max_pixel
     for path in paths:
         _check_file(path)
         dataset = _open_dicom(path)
-        if "InstanceNumber" not in dataset or dataset.InstanceNumber is None:
-            raise InputError(path, "DICOM slice has no InstanceNumber, so its place in the series is unknown")
-        slices.append((int(dataset.InstanceNumber), path, dataset))
+        try:
+            number = int(dataset.InstanceNumber)
+        except (AttributeError, TypeError, ValueError):
+            raise InputError(path, "DICOM slice has no valid InstanceNumber, so its place in the series is "
+                                   "unknown") from None
+        slices.append((number, path, dataset))
     series_uids = {str(dataset.get("SeriesInstanceUID", "")) for _, _, dataset in slices}
     if len(series_uids) > 1:
         raise InputError(folder, f"holds {len(series_uids)} different series; put each series in its own folder")
