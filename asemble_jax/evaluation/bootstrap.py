@@ -2,8 +2,9 @@
 
 Slices of one patient are not independent: resampling slices would pretend there are as many independent
 observations as slices and give intervals that are too narrow. Here each resample draws patients with
-replacement and takes all the slices of every drawn patient; a resample is a weight per example (how many times
-its patient was drawn), so all resamples are scored at once by metrics.weighted_metrics, with patients as its clusters.
+replacement and takes all the slices of every drawn patient. A resample is thus a weight per patient (how many
+times they were drawn), and all resamples are scored at once by metrics.weighted_metrics with patients as its
+clusters.
 
 Intervals are percentile intervals of the resampled metric. Resamples in which a metric is undefined (for
 example AUC when the drawn patients hold one class only) are left out of that metric's interval, and
@@ -55,11 +56,10 @@ def _patient_index(patient_ids: Sequence, n_examples: int) -> tuple[np.ndarray, 
     return index.reshape(-1), unique.size
 
 
-def _resampled_patient_counts(patient_index: np.ndarray, n_patients: int, n_resamples: int,
-                      seed: int) -> Iterator[np.ndarray]:
-    """Yields (rows, n_patients) weights: per resample, how many times each patient was drawn."""
+def _resampled_patient_counts(n_examples: int, n_patients: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Yields (rows, n_patients) weights, in chunks: per resample, how many times each patient was drawn."""
     rng = np.random.default_rng(seed)
-    rows_per_chunk = max(1, _CELLS_PER_CHUNK // max(patient_index.size, n_patients))
+    rows_per_chunk = max(1, _CELLS_PER_CHUNK // max(n_examples, n_patients))
     for start in range(0, n_resamples, rows_per_chunk):
         rows = min(rows_per_chunk, n_resamples - start)
         draws = rng.integers(0, n_patients, size=(rows, n_patients))
@@ -95,7 +95,7 @@ def bootstrap_metrics(labels: np.ndarray, probabilities: np.ndarray, patient_ids
     patient_index, n_patients = _patient_index(patient_ids, labels.size)
     estimate = weighted_metrics(labels, probabilities, np.ones((1, labels.size)), threshold)
     resampled = {name: [] for name in METRIC_NAMES}
-    for counts in _resampled_patient_counts(patient_index, n_patients, n_resamples, seed):
+    for counts in _resampled_patient_counts(labels.size, n_patients, n_resamples, seed):
         scores = weighted_metrics(labels, probabilities, counts, threshold, clusters=patient_index)
         for name in METRIC_NAMES:
             resampled[name].append(scores[name])
@@ -129,8 +129,8 @@ def paired_bootstrap(labels: np.ndarray, probabilities_a: np.ndarray, probabilit
                 - weighted_metrics(labels, probabilities_b, counts, thresholds[1], clusters=patient_index)[metric])
 
     estimate = float(difference(np.ones((1, n_patients)))[0])
-    differences = np.concatenate([difference(c) for c in _resampled_patient_counts(patient_index, n_patients,
-                                                                          n_resamples, seed)])
+    resamples = _resampled_patient_counts(labels.size, n_patients, n_resamples, seed)
+    differences = np.concatenate([difference(counts) for counts in resamples])
     low, high, n_valid = _percentiles(differences, level)
     finite = differences[np.isfinite(differences)]
     at_most_zero, at_least_zero = np.sum(finite <= 0), np.sum(finite >= 0)

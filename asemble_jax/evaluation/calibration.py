@@ -26,7 +26,8 @@ class ReliabilityDiagram:
     expected_calibration_error: float
 
 
-def reliability_diagram(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = DEFAULT_BINS) -> ReliabilityDiagram:
+def reliability_diagram(labels: np.ndarray, probabilities: np.ndarray,
+                        n_bins: int = DEFAULT_BINS) -> ReliabilityDiagram:
     labels = np.asarray(labels, dtype=np.float64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if labels.ndim != 1 or labels.shape != probabilities.shape or labels.size == 0:

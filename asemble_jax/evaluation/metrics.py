@@ -68,7 +68,8 @@ def weighted_metrics(labels: np.ndarray, probabilities: np.ndarray, weights: np.
 
 
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict:
-    """Accuracy, precision, recall (sensitivity), specificity, F1, ROC AUC and the confusion matrix [[tn, fp], [fn, tp]].
+    """Accuracy, precision, recall (sensitivity), specificity, F1, ROC AUC and the confusion matrix
+    [[tn, fp], [fn, tp]].
 
     NaN where a metric is undefined (see weighted_metrics).
     """
