@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from asemble_jax.atomic_io import save_figure
 
 DEFAULT_BINS = 10
 
@@ -72,12 +73,4 @@ def plot_reliability_diagram(diagram: ReliabilityDiagram, path: str | os.PathLik
     histogram.set(xlim=(0, 1), xlabel="predicted probability of the positive class", ylabel="examples")
     figure.tight_layout()
 
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".png.tmp", delete=False) as tmp:
-        try:
-            figure.savefig(tmp, format="png", dpi=120)
-            tmp.close()
-            os.replace(tmp.name, path)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
+    save_figure(figure, path, dpi=120)

@@ -10,6 +10,8 @@ import math
 import os
 from typing import Any
 
+from asemble_jax import atomic_io
+
 
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
@@ -29,10 +31,7 @@ class MetricsLog:
             return
         with open(self.path) as f:
             kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(kept)
-        os.replace(tmp, self.path)
+        atomic_io.write_text(self.path, "".join(kept))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
