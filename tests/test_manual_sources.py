@@ -227,7 +227,7 @@ def test_split_fractions_are_checked():
 def test_threshold_joins_copies_and_separates_patients_of_real_mri(shared_data):
     """The reason for DEFAULT_THRESHOLD: on real SIJ MRI, resized and noised copies of a slice stay within it in
     one of the builders' two views, while slices of different patients are beyond it in both."""
-    from asemble_jax.data.preprocess import preprocess, window_to_uint8
+    from asemble_jax.data.preprocess import PreprocessConfig, preprocess
     from asemble_jax.data.readers import read_nifti_volume
 
     scans = sorted((shared_data / "bone_mri").glob("data/images_study/STIR/*/*_STIR.nii.gz"))
@@ -236,7 +236,8 @@ def test_threshold_joins_copies_and_separates_patients_of_real_mri(shared_data):
     rng = np.random.default_rng(0)
 
     def views(raw):
-        return perceptual_hash(preprocess(raw).image), perceptual_hash(window_to_uint8(raw))
+        return (perceptual_hash(preprocess(raw).image),
+                ms.uncropped_hash(raw, PreprocessConfig().window_percentiles))
 
     per_scan = []
     for scan in scans[:4]:

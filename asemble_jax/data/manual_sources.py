@@ -19,6 +19,7 @@ import re
 import sys
 from typing import Iterable, Mapping, Sequence
 
+import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
@@ -367,6 +368,17 @@ class PreparedImage:
     phash_uncropped: int
 
 
+_UNCROPPED_HASH_SIDE = 64
+
+
+def uncropped_hash(raw: np.ndarray, percentiles: tuple[float, float]) -> int:
+    """pHash of the whole frame, windowed as preprocessing windows it. The frame is shrunk first: the hash only
+    sees 32x32 anyway, and windowing a full-size frame would cost a quarter of a build."""
+    small = cv2.resize(np.asarray(raw, dtype=np.float32), (_UNCROPPED_HASH_SIDE, _UNCROPPED_HASH_SIDE),
+                       interpolation=cv2.INTER_AREA)
+    return perceptual_hash(window_to_uint8(small, percentiles))
+
+
 def prepare_images(images: Sequence[SourceImage], root: pathlib.Path, config: PreprocessConfig,
                    skipped: SkippedFiles) -> list[PreparedImage]:
     """Reads and preprocesses every image as all builders do; an unusable file goes to `skipped`."""
@@ -382,9 +394,9 @@ def prepare_images(images: Sequence[SourceImage], root: pathlib.Path, config: Pr
             continue
         for index, (frame, output) in enumerate(zip(frames, outputs)):
             key = rel if len(outputs) == 1 else f"{rel}#{index}"
-            uncropped = window_to_uint8(frame, config.window_percentiles)
             prepared.append(PreparedImage(key=key, source=image, png=examples.encode_png(output, key),
-                                          phash=perceptual_hash(output), phash_uncropped=perceptual_hash(uncropped)))
+                                          phash=perceptual_hash(output),
+                                          phash_uncropped=uncropped_hash(frame, config.window_percentiles)))
     return prepared
 
 

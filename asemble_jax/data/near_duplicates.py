@@ -17,7 +17,7 @@ import numpy as np
 HASH_BITS = 64
 # Chosen on the real SIJ MRI of ../shared/data/bone_mri (numbers in datasets/elazig/README.md): hashed before
 # cropping, copies of a slice (resized, noised, JPEG) stay within 2 bits; slices of different patients were never
-# closer than 12 (1 pair in 12,825 at 12, 0.1% at 16 or less). False joins only merge groups, which costs split
+# closer than 12 (2 of 12,825 pairs at 12, 0.1% at 16 or less). False joins only merge groups, which costs split
 # balance but never leaks, so the threshold sits nearer the patients than the copies.
 DEFAULT_THRESHOLD = 10
 _HASH_SIDE = 32

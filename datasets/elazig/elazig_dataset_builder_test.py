@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from asemble_datasets.elazig import make_dummy_data as dummy
-from asemble_jax.data import examples
+from asemble_jax.data import examples, manual_sources
 from asemble_jax.data.builders import build
 from asemble_jax.data.errors import InputError
 
@@ -120,3 +120,15 @@ def test_wrong_layout_states_what_was_found(tmp_path):
     message = str(caught.value)
     assert "found 0 axial images" in message and "no plane folder" in message
     assert message.endswith("top-level entries: images/")
+
+
+def test_a_config_of_ones_own_replaces_the_alias_table(tmp_path):
+    config = manual_sources.SplitSourceConfig(name="axial_normal_only", plane="axial",
+                                              class_aliases={"AS": (), "healthy": ("normal",)})
+    builder = build("elazig", config=config, data_dir=tmp_path, manual_dir=DUMMY_DATA)
+    ignored = {e["path"]: e["reason"] for e in builder.info.metadata["ignored_files"]}
+    as_folder = [p for p in dummy_images("Axial") if "AS diagnosis" in p.parts]
+    assert all(ignored[p.relative_to(DUMMY_DATA).as_posix()] == "no class folder above it" for p in as_folder)
+    # Files are counted when found, before reading: the damaged Normal image is among them.
+    found_normal = len(dummy_images("Axial")) - len(as_folder) + len(dummy.DAMAGED)
+    assert builder.info.metadata["files_per_class"] == {"healthy": found_normal}
