@@ -1,7 +1,7 @@
 """Looks for the same image, or the same patient, on both sides of a split boundary in built datasets.
 
     python scripts/check_leakage.py --data_dir=data/tfds --datasets elazig/axial asas/axial radiopaedia/axial
-    python scripts/check_leakage.py --datasets synthetic_sij/coronal --json=leakage.json --markdown=leakage.md
+    python scripts/check_leakage.py --datasets bone_mri --splits train val test --json=leak.json --markdown=leak.md
 
 Every stored image is hashed (the DCT pHash of asemble_jax.data.near_duplicates) and two images are near-duplicates
 when their hashes differ in at most --threshold bits. Findings:
@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
-import tempfile
 from typing import Iterable, Sequence
 
+from asemble_jax import atomic_io
 from asemble_jax.data.builders import DEFAULT_DATA_DIR, get_builder
 from asemble_jax.data.errors import InputError
 from asemble_jax.data.examples import decode_png
 from asemble_jax.data.near_duplicates import DEFAULT_THRESHOLD, hash_hex, near_duplicate_pairs, perceptual_hash
+
+
+# Rows per Markdown table: enough to act on; the JSON report always holds every finding.
+MARKDOWN_ROWS = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +48,9 @@ class Entry:
                 "phash": hash_hex(self.phash)}
 
 
-def read_entries(dataset: str, data_dir: str) -> list[Entry]:
-    """Every example of every split of a built dataset; InputError if it is not built under data_dir."""
+def read_entries(dataset: str, data_dir: str, splits: Sequence[str] | None = None) -> list[Entry]:
+    """Every example of the named splits (all if None) of a built dataset; InputError if it is not built under
+    data_dir."""
     try:
         builder = get_builder(dataset, data_dir=data_dir)
     except (ValueError, KeyError) as error:
@@ -54,7 +58,7 @@ def read_entries(dataset: str, data_dir: str) -> list[Entry]:
     if not builder.is_prepared():
         raise InputError(os.path.join(data_dir, dataset), "not built here; build it with scripts/build_dataset.py")
     entries = []
-    for split in sorted(builder.info.splits):
+    for split in sorted(s for s in builder.info.splits if splits is None or s in splits):
         for index, record in enumerate(builder.as_data_source(split)):
             patient_id = record["patient_id"]
             entries.append(Entry(dataset=dataset, split=split, index=index,
@@ -89,9 +93,10 @@ def shared_patient_findings(entries: Iterable[Entry]) -> list[dict]:
             for (dataset, patient_id), splits in sorted(splits_of.items()) if len(splits) > 1]
 
 
-def check(datasets: Sequence[str], data_dir: str, threshold: int = DEFAULT_THRESHOLD) -> dict:
+def check(datasets: Sequence[str], data_dir: str, threshold: int = DEFAULT_THRESHOLD,
+          splits: Sequence[str] | None = None) -> dict:
     """The full report: what was scanned and every finding."""
-    entries = [entry for dataset in datasets for entry in read_entries(dataset, data_dir)]
+    entries = [entry for dataset in dict.fromkeys(datasets) for entry in read_entries(dataset, data_dir, splits)]
     scanned = {}
     for entry in entries:
         counts = scanned.setdefault(entry.dataset, {})
@@ -111,23 +116,22 @@ def markdown(report: dict) -> str:
     pairs = [f for f in findings if "a" in f]
     if pairs:
         lines += ["", "| finding | bits | image A | image B |", "|---|---|---|---|"]
-        for finding in pairs:
+        for finding in pairs[:MARKDOWN_ROWS]:
             a, b = (f"{x['dataset']} {x['split']} #{x['index']} (patient {x['patient_id'] or '?'})"
                     for x in (finding["a"], finding["b"]))
             lines.append(f"| {finding['kind']} | {finding['distance_bits']} | {a} | {b} |")
+        lines += _left_out(len(pairs))
     patients = [f for f in findings if "a" not in f]
     if patients:
         lines += ["", "| dataset | patient | splits |", "|---|---|---|"]
-        lines += [f"| {f['dataset']} | {f['patient_id']} | {', '.join(f['splits'])} |" for f in patients]
+        lines += [f"| {f['dataset']} | {f['patient_id']} | {', '.join(f['splits'])} |"
+                  for f in patients[:MARKDOWN_ROWS]]
+        lines += _left_out(len(patients))
     return "\n".join(lines) + "\n"
 
 
-def write_atomically(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp", encoding="utf-8") as file:
-        file.write(text)
-    os.replace(file.name, path)
+def _left_out(count: int) -> list[str]:
+    return [f"\n... and {count - MARKDOWN_ROWS} more in the JSON report"] if count > MARKDOWN_ROWS else []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,21 +140,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="+", required=True, help="NAME/CONFIG of built datasets")
     parser.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD,
                         help="most differing hash bits (of 64) for two images to count as near-duplicates")
+    parser.add_argument("--splits", nargs="+",
+                        help="compare only these splits (default: all). Name one split scheme where a dataset has "
+                             "several that overlap by design, e.g. bone_mri's train val test beside its LOPO folds")
     parser.add_argument("--warn_only", action="store_true", help="report findings but exit 0")
     parser.add_argument("--json", help="also write the report as JSON here")
     parser.add_argument("--markdown", help="also write the Markdown report here")
     args = parser.parse_args(argv)
     try:
-        report = check(args.datasets, args.data_dir, args.threshold)
+        report = check(args.datasets, args.data_dir, args.threshold, args.splits)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     text = markdown(report)
     print(text, end="")
     if args.markdown:
-        write_atomically(args.markdown, text)
+        atomic_io.write_text(args.markdown, text)
     if args.json:
-        write_atomically(args.json, json.dumps(report, indent=1) + "\n")
+        atomic_io.write_json(args.json, report)
     return 1 if report["findings"] and not args.warn_only else 0
 
 

@@ -46,6 +46,10 @@ def test_clean_sources_pass(asas_data_dir, tmp_path):
     report = json.loads(report_path.read_text())
     assert status == 0 and report["findings"] == []
     assert sum(report["examples"]["radiopaedia/axial"].values()) > 0
+    check_leakage.main(["--data_dir", str(data_dir), "--datasets", "asas/axial", "radiopaedia/axial",
+                        "--splits", "train", "--json", str(report_path)])
+    assert json.loads(report_path.read_text())["examples"] == {
+        "radiopaedia/axial": {"train": report["examples"]["radiopaedia/axial"]["train"]}}
 
 
 def test_case_planted_in_two_sources_is_found(asas_data_dir, tmp_path):
