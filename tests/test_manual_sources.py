@@ -255,3 +255,25 @@ def test_threshold_joins_copies_and_separates_patients_of_real_mri(shared_data):
             closest = min(hamming_distances([v[k] for v in per_scan[i]], [v[k] for v in per_scan[j]]).min()
                           for k in range(2))
             assert closest > DEFAULT_THRESHOLD, (scans[i].name, scans[j].name)
+
+
+def test_frames_of_one_file_are_examples_of_one_group(tmp_path):
+    from PIL import Image
+
+    from asemble_jax.data.preprocess import PreprocessConfig
+
+    path = tmp_path / "stack.tif"
+    pages = [Image.fromarray(smooth_image(seed)) for seed in (10, 11)]
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    write_png(tmp_path / "other.png", smooth_image(12))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    images = [ms.SourceImage(path=tmp_path / name, label="AS", plane="axial")
+              for name in ("stack.tif", "other.png", "broken.png")]
+    skipped = SkippedFiles()
+    prepared = ms.prepare_images(images, tmp_path, PreprocessConfig(), skipped)
+
+    assert [p.key for p in prepared] == ["stack.tif#0", "stack.tif#1", "other.png"]
+    assert [e["path"] for e in skipped.as_metadata()] == ["broken.png"]
+    groups = ms.split_groups(prepared, threshold=DEFAULT_THRESHOLD)
+    assert groups[0] == groups[1] != groups[2]
+    assert ms.fill_unknown_patient_ids(prepared, groups)[0].source.patient_id == f"near-duplicate-group-{groups[0]}"

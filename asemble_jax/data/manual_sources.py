@@ -8,6 +8,7 @@ with its reason, never silently dropped.
 """
 from __future__ import annotations
 
+import abc
 import collections
 import csv
 import dataclasses
@@ -522,9 +523,9 @@ class ManualSourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(features=examples.features(), metadata=tfds.core.MetadataDict())
 
+    @abc.abstractmethod
     def _split_images(self, root: pathlib.Path, skipped: SkippedFiles) -> tuple[dict[str, list[PreparedImage]], dict]:
         """{split: images} and the source's own build report."""
-        raise NotImplementedError
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         try:
