@@ -17,10 +17,19 @@ use_vit. A switched-off part is never built, so its parameters do not exist.
     "fused"        the concatenated branch embeddings before the gate, (B, F)
 and, with use_se, aux["fusion_gate"] holds the gate's weights in (0, 1), (B, F).
 Logits are float32 whatever the compute dtype.
+
+Grad-CAM needs gradients with respect to intermediate maps: `model(images, feature_offsets={name: zeros})` adds
+each array to the named map where the map is computed, before anything uses it, so that jax.grad with respect to
+the offsets (at zero) is the gradient with respect to the maps, with plain JAX on any Flax version. Names:
+    "wide_resnet", "convnext"  the maps above
+    "vit_attention_input"      the tokens entering the last ViT block's attention, after its LayerNorm,
+                               (B, 1 + N, D), class token first: pytorch-grad-cam's ViT layer (blocks[-1].norm1;
+                               the class token never sees the final patch tokens, so their gradient is zero).
+                               It is in aux["features"] only when it is offset: it exists for Grad-CAM.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +40,8 @@ from asemble_jax.models.layers import DEFAULT_SE_REDUCTION, SqueezeExcitation, s
 from asemble_jax.models.registry import register
 from asemble_jax.models.vit import VisionTransformer
 from asemble_jax.models.wide_resnet import WideResNet
+
+OFFSET_FEATURES = ("wide_resnet", "convnext", "vit_attention_input")
 
 
 @register("asemblenet")
@@ -92,19 +103,26 @@ class ASembleNet(nnx.Module):
         self.fusion_dropout = nnx.Dropout(fusion_dropout_rate, rngs=rngs)
         self.classifier = nnx.Linear(fused_width, num_classes, **dtypes, rngs=rngs)
 
-    def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict]:
+    def __call__(self, images: jax.Array, *, train: bool = False,
+                 feature_offsets: Mapping[str, jax.Array] | None = None) -> tuple[jax.Array, dict]:
         if images.ndim != 4 or images.shape[-1] != self.in_channels:
             raise ValueError(f"ASembleNet expects images shaped (batch, height, width, {self.in_channels}), got "
                              f"{tuple(images.shape)}")
+        offsets = dict(feature_offsets or {})
+        self._check_offsets(offsets)
         features, embeddings = {}, []
         if self.wide_resnet is not None:
-            features["wide_resnet"], pooled = self.wide_resnet(images, train=train)
+            features["wide_resnet"], pooled = self.wide_resnet(images, train=train,
+                                                               feature_offset=offsets.get("wide_resnet"))
             embeddings.append(pooled)
         if self.convnext is not None:
-            features["convnext"], pooled = self.convnext(images, train=train)
+            features["convnext"], pooled = self.convnext(images, train=train, feature_offset=offsets.get("convnext"))
             embeddings.append(pooled)
         if self.vit is not None:
-            tokens, class_embedding = self.vit(images, train=train)
+            tokens, class_embedding, attention_input = self.vit(
+                images, train=train, attention_input_offset=offsets.get("vit_attention_input"))
+            if "vit_attention_input" in offsets:
+                features["vit_attention_input"] = attention_input
             grid = self.vit.grid_size
             features["vit_tokens"] = tokens
             features["vit_grid"] = tokens.reshape(tokens.shape[0], grid, grid, tokens.shape[-1])
@@ -118,3 +136,11 @@ class ASembleNet(nnx.Module):
             fused = fused * aux["fusion_gate"]
         logits = self.classifier(self.fusion_dropout(fused, deterministic=not train))
         return logits.astype(jnp.float32), aux
+
+    def _check_offsets(self, offsets: Mapping[str, jax.Array]) -> None:
+        branches = {"wide_resnet": self.wide_resnet, "convnext": self.convnext, "vit_attention_input": self.vit}
+        available = [name for name in OFFSET_FEATURES if branches[name] is not None]
+        unknown = sorted(set(offsets) - set(available))
+        if unknown:
+            raise ValueError(f"feature_offsets names {', '.join(unknown)}, which this ASembleNet does not have; "
+                             f"it takes offsets for {', '.join(available)}")

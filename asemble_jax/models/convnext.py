@@ -81,7 +81,10 @@ class ConvNeXtStage(nnx.Module):
 class ConvNeXt(nnx.Module):
     """4x4/4 patchify stem + LayerNorm, then len(depths) stages (the first at stride 4, each later one halving
     the resolution). Returns (last stage map (B, H/2^(1+len(depths)), ..., dims[-1]), pooled embedding), the
-    embedding being the LayerNorm of the global average, as in ConvNeXt's classification head."""
+    embedding being the LayerNorm of the global average, as in ConvNeXt's classification head.
+
+    `feature_offset`, when given, is added to the last stage map before anything uses it: at zero it changes
+    nothing, and the gradient with respect to it is the gradient with respect to the map (what Grad-CAM needs)."""
 
     def __init__(self, *, in_channels: int, depths: Sequence[int], dims: Sequence[int],
                  drop_path_rate: float = 0.0, layer_scale_init: float = 1e-6, use_se: bool = True,
@@ -107,8 +110,11 @@ class ConvNeXt(nnx.Module):
         self.head_norm = transformer_layer_norm(dims[-1], **dtypes, rngs=rngs)
         self.embedding_width = dims[-1]
 
-    def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, images: jax.Array, *, train: bool = False,
+                 feature_offset: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         x = self.stem_norm(self.stem(images))
         for stage in self.stages:
             x = stage(x, train=train)
+        if feature_offset is not None:
+            x = x + feature_offset
         return x, self.head_norm(jnp.mean(x, axis=(1, 2)))

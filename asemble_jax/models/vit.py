@@ -51,15 +51,28 @@ class EncoderBlock(nnx.Module):
         self.drop_path = StochasticDepth(drop_path_rate, rngs=rngs)
 
     def __call__(self, tokens: jax.Array, *, train: bool = False) -> jax.Array:
+        return self.from_attention_input(tokens, self.attention_norm(tokens), train=train)
+
+    def from_attention_input(self, tokens: jax.Array, attention_input: jax.Array, *,
+                             train: bool = False) -> jax.Array:
+        """The block, given `attention_input` = attention_norm(tokens) computed by the caller, so that the
+        caller can keep and perturb the tokens that the attention sees (Grad-CAM's ViT layer)."""
         deterministic = not train
-        tokens = tokens + self.drop_path(self.attention(self.attention_norm(tokens)), deterministic=deterministic)
+        tokens = tokens + self.drop_path(self.attention(attention_input), deterministic=deterministic)
         mlp = self.mlp_project(jax.nn.gelu(self.mlp_expand(self.mlp_norm(tokens)), approximate=False))
         return tokens + self.drop_path(mlp, deterministic=deterministic)
 
 
 class VisionTransformer(nnx.Module):
     """patch x patch stride-patch embedding, class token, learned position embedding, `depth` encoder blocks,
-    final LayerNorm. Returns (patch tokens (B, N, D) without the class token, class-token embedding (B, D)).
+    final LayerNorm. Returns (patch tokens (B, N, D) without the class token, class-token embedding (B, D),
+    attention input of the last block (B, 1 + N, D), class token first).
+
+    That last one is where Grad-CAM reads a ViT (pytorch-grad-cam's `blocks[-1].norm1`): the class token leaves
+    the last block without ever seeing the final patch tokens again, so its gradient with respect to them is
+    zero, while the last attention mixes these tokens into it. `attention_input_offset`, when given, is added
+    to them before the attention uses them: at zero it changes nothing, and the gradient with respect to it is
+    the gradient with respect to those tokens.
 
     The position embedding has one row per patch of an image_size x image_size input, so the input size is part
     of the architecture: a patch size that does not divide it is refused at construction, another input size
@@ -91,7 +104,8 @@ class VisionTransformer(nnx.Module):
         self.norm = transformer_layer_norm(dim, **dtypes, rngs=rngs)
         self.dtype = dtype
 
-    def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, images: jax.Array, *, train: bool = False, attention_input_offset: jax.Array | None = None
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
         if images.shape[1:3] != (self.image_size, self.image_size):
             raise ValueError(f"this ViT was built for {self.image_size}x{self.image_size} inputs (its position "
                              f"embedding has one row per patch), got {images.shape[1]}x{images.shape[2]}")
@@ -100,7 +114,11 @@ class VisionTransformer(nnx.Module):
         class_token = jnp.broadcast_to(self.class_token[...].astype(self.dtype), (batch, 1, dim))
         tokens = jnp.concatenate([class_token, patches.reshape(batch, -1, dim)], axis=1)
         tokens = tokens + self.position_embedding[...].astype(self.dtype)
-        for block in self.blocks:
+        *leading_blocks, last_block = self.blocks
+        for block in leading_blocks:
             tokens = block(tokens, train=train)
-        tokens = self.norm(tokens)
-        return tokens[:, 1:], tokens[:, 0]
+        attention_input = last_block.attention_norm(tokens)
+        if attention_input_offset is not None:
+            attention_input = attention_input + attention_input_offset
+        tokens = self.norm(last_block.from_attention_input(tokens, attention_input, train=train))
+        return tokens[:, 1:], tokens[:, 0], attention_input

@@ -74,7 +74,10 @@ class WideBasicBlock(nnx.Module):
 class WideResNet(nnx.Module):
     """Stem, then three stages of blocks_per_stage(depth) blocks of widths 16k, 32k, 64k (k = widen_factor) at
     strides 1, 2, 2, then the final BN + ReLU that pre-activation networks need. Returns (last stage map after
-    that activation (B, H/16, W/16, 64k), its global average (B, 64k))."""
+    that activation (B, H/16, W/16, 64k), its global average (B, 64k)).
+
+    `feature_offset`, when given, is added to that map before anything uses it: at zero it changes nothing, and
+    the gradient with respect to it is the gradient with respect to the map (what Grad-CAM needs)."""
 
     def __init__(self, *, in_channels: int, depth: int = 16, widen_factor: int = 4, stem_channels: int = 64,
                  use_se: bool = True, se_reduction: int = 16, dtype=jnp.float32, param_dtype=jnp.float32,
@@ -98,11 +101,14 @@ class WideResNet(nnx.Module):
         self.final_norm = _batch_norm(in_width, **dtypes, rngs=rngs)
         self.embedding_width = in_width
 
-    def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, images: jax.Array, *, train: bool = False,
+                 feature_offset: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         use_running_average = not train
         x = jax.nn.relu(self.stem_norm(self.stem(images), use_running_average=use_running_average))
         x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for block in self.blocks:
             x = block(x, train=train)
         x = jax.nn.relu(self.final_norm(x, use_running_average=use_running_average))
+        if feature_offset is not None:
+            x = x + feature_offset
         return x, jnp.mean(x, axis=(1, 2))
