@@ -8,13 +8,37 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from typing import Any
 
 import tensorflow_datasets as tfds
+from etils import epath
 
 DATASET_NAMES = ("synthetic_sij", "bone_mri", "elazig", "asas", "radiopaedia")
 FILE_FORMAT = "array_record"
 DEFAULT_DATA_DIR = os.environ.get("TFDS_DATA_DIR", os.path.join("data", "tfds"))
+
+
+class ProjectBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Base of every builder in datasets/: a `strict` switch, and builder files found in any kind of install.
+
+    TFDS finds a builder's README.md, CITATIONS.bib and checksums.tsv through importlib.resources, which fails on
+    the namespace package `asemble_datasets` of an editable install; the builder module's own path works always.
+    """
+
+    def __init__(self, *, strict: bool = False, **kwargs: Any):
+        # strict: stop at the first unusable input file instead of skipping and recording it.
+        self._strict = strict
+        super().__init__(**kwargs)
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        return epath.Path(sys.modules[cls.__module__].__file__)
+
+    @classmethod
+    def _get_pkg_dir_path(cls) -> epath.Path:
+        return cls.code_path.parent
 
 
 def _import_builder_module(dataset: str) -> None:

@@ -17,16 +17,15 @@ import logging
 import os
 import pathlib
 import re
-import sys
 from typing import Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
 from asemble_jax.data import examples
 from asemble_jax.data.build_log import SkippedFiles, relative
+from asemble_jax.data.builders import ProjectBuilder
 from asemble_jax.data.errors import InputError
 from asemble_jax.data.near_duplicates import DEFAULT_THRESHOLD, group_near_duplicates, hash_hex, perceptual_hash
 from asemble_jax.data.preprocess import PreprocessConfig, preprocess, window_to_uint8
@@ -493,7 +492,7 @@ class SplitSourceConfig(ManualSourceConfig):
     split_seed: int = 0
 
 
-class ManualSourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class ManualSourceBuilder(ProjectBuilder, skip_registration=True):
     """Common frame of the hand-filled sources: a subclass finds and splits the images (`_split_images`), this
     class writes them as the project's examples and their build report as the dataset's metadata.
 
@@ -504,21 +503,6 @@ class ManualSourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     SOURCE = ""
     # One line: shown when the manual_dir is missing, empty or holds nothing usable.
     LAYOUT = ""
-
-    def __init__(self, *, strict: bool = False, **kwargs):
-        self._strict = strict
-        super().__init__(**kwargs)
-
-    # TFDS finds a builder's files (README.md, CITATIONS.bib) through importlib.resources, which fails on the
-    # namespace package `asemble_datasets` of an editable install; the module's own file works for every install.
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        return epath.Path(sys.modules[cls.__module__].__file__)
-
-    @classmethod
-    def _get_pkg_dir_path(cls) -> epath.Path:
-        return cls.code_path.parent
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(features=examples.features(), metadata=tfds.core.MetadataDict())

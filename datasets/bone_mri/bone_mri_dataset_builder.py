@@ -27,10 +27,10 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
 from asemble_jax.data import examples
 from asemble_jax.data.build_log import SkippedFiles
+from asemble_jax.data.builders import ProjectBuilder
 from asemble_jax.data.errors import InputError
 from asemble_jax.data.preprocess import PreprocessConfig, preprocess
 from asemble_jax.data.readers import read_nifti_volume
@@ -281,7 +281,7 @@ def split_patients(labelled: Sequence[str], unlabelled: Sequence[str]) -> dict[s
     return splits
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(ProjectBuilder):
     """Slices of the Bone_MRI STIR scans with >= 2-of-4 reader inflammation masks."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -291,19 +291,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         f"Optional. Without a manual_dir the files are downloaded from {REPOSITORY} at commit {PINNED_COMMIT}. "
         f"With one, it must be a copy of that repository (or any subset of its scans) in {EXPECTED_LAYOUT}."
     )
-
-    # TFDS locates README.md, CITATIONS.bib and checksums.tsv through importlib.resources, which fails on the
-    # namespace package `asemble_datasets` of an editable install; naming the files directly works for every install.
-    pkg_dir_path = epath.Path(__file__).parent
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        return epath.Path(__file__)
-
-    def __init__(self, *, strict: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self._strict = strict
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
