@@ -160,7 +160,7 @@ class _Anatomy:
 
 def _draw_anatomy(rng: np.random.Generator, plane: str) -> _Anatomy:
     coronal = plane == "coronal"
-    top, bottom = (-0.38, 0.32) if coronal else (0.05, 0.38)
+    top, bottom = (-0.38, 0.32) if coronal else (0.0, 0.42)
     width_top = rng.uniform(0.24, 0.30) if coronal else rng.uniform(0.27, 0.33)
     width_bottom = rng.uniform(0.08, 0.12) if coronal else rng.uniform(0.15, 0.19)
     asymmetry = rng.normal(0.0, 0.012, size=2)
@@ -219,7 +219,7 @@ def _ellipse(centre: Sequence[float], a: float, b: float, angle: float = 0.0, n:
     return np.column_stack([centre[0] + c * x - s * y, centre[1] + s * x + c * y])
 
 
-def _joint(side: int, start: np.ndarray, end: np.ndarray, bulge: float, n: int = 16) -> _Joint:
+def _joint(side: int, start: np.ndarray, end: np.ndarray, bulge: float, n: int = 24) -> _Joint:
     t = np.linspace(0.0, 1.0, n)[:, None]
     centre = start + (end - start) * t
     direction = (end - start) / np.linalg.norm(end - start)
@@ -320,8 +320,10 @@ class _Lesion:
     kind: str
     """oedema, erosion, sclerosis or ankylosis."""
     joint: int
-    t: tuple[float, float]
-    """Where along the joint (0 = top or anterior end, 1 = the other), as a [start, end] range."""
+    position: float
+    """Where along the joint its centre lies: 0 at the top (coronal) or anterior (axial) end, 1 at the other."""
+    half_length: float
+    """Half-extent along the joint, in anatomy units, so that lesions have one size in both planes."""
     in_ilium: bool
     depth: float
     """Distance of the lesion centre from the joint centre line, into the bone."""
@@ -345,25 +347,24 @@ def _draw_lesions(rng: np.random.Generator, difficulty: float) -> tuple[_Lesion,
         return float(rng.uniform(-0.7, 0.7)), float(rng.uniform(0.5, 1.1))
 
     for _ in range(2 + rng.poisson(1.5)):
-        t = rng.uniform(0.1, 0.9)
-        length = rng.uniform(0.08, 0.22) * size
-        lesions.append(_Lesion("oedema", int(rng.integers(2)), (t - length, t + length), bool(rng.random() < 0.65),
+        lesions.append(_Lesion("oedema", int(rng.integers(2)), float(rng.uniform(0.1, 0.9)),
+                               float(rng.uniform(0.05, 0.14) * size), bool(rng.random() < 0.65),
                                float(rng.uniform(0.03, 0.06)), float(rng.uniform(0.018, 0.04) * size),
                                *z_extent(), float(contrast * rng.uniform(0.7, 1.3))))
     for _ in range(rng.poisson(1.2)):
-        t = rng.uniform(0.15, 0.85)
         radius = float(rng.uniform(0.010, 0.02) * size)
-        lesions.append(_Lesion("erosion", int(rng.integers(2)), (t, t), bool(rng.random() < 0.75), radius * 0.6,
-                               radius, *z_extent(), float(rng.uniform(0.45, 0.65))))
+        lesions.append(_Lesion("erosion", int(rng.integers(2)), float(rng.uniform(0.15, 0.85)), 0.0,
+                               bool(rng.random() < 0.75), radius * 0.6, radius, *z_extent(),
+                               float(rng.uniform(0.45, 0.65))))
     for joint in range(2):
         if rng.random() < 0.4:
-            t = rng.uniform(0.2, 0.7)
-            lesions.append(_Lesion("sclerosis", joint, (t, t + rng.uniform(0.15, 0.3)), True, 0.0,
-                                   float(rng.uniform(0.015, 0.03)), *z_extent(), float(rng.uniform(0.3, 0.5))))
+            lesions.append(_Lesion("sclerosis", joint, float(rng.uniform(0.25, 0.75)), float(rng.uniform(0.05, 0.1)),
+                                   True, 0.0, float(rng.uniform(0.015, 0.03)), *z_extent(),
+                                   float(rng.uniform(0.3, 0.5))))
     if rng.random() < 0.15:
-        t = rng.uniform(0.3, 0.7)
-        lesions.append(_Lesion("ankylosis", int(rng.integers(2)), (t, t + rng.uniform(0.1, 0.25)), True, 0.0, 0.0,
-                               float(rng.uniform(-0.3, 0.3)), float(rng.uniform(0.8, 1.5)), 1.0))
+        lesions.append(_Lesion("ankylosis", int(rng.integers(2)), float(rng.uniform(0.3, 0.7)),
+                               float(rng.uniform(0.04, 0.1)), True, 0.0, 0.0, float(rng.uniform(-0.3, 0.3)),
+                               float(rng.uniform(0.8, 1.5)), 1.0))
     return tuple(lesions)
 
 
@@ -502,34 +503,43 @@ def _paint_lesions(canvas: np.ndarray, painter: _Painter, g: _Geometry, lesions:
             continue
         reach = float(np.sqrt(section))
         joint = g.joints[lesion.joint]
-        n = len(joint.centre) - 1
-        k0, k1 = (int(np.clip(round(t * n), 0, n)) for t in lesion.t)
+        stretch = _stretch(joint, lesion.position, lesion.half_length)
         into_bone = joint.normal * (1.0 if lesion.in_ilium else -1.0)
         bone = ilia[lesion.joint] if lesion.in_ilium else sacrum
         if lesion.kind == "oedema":
-            centre_line = joint.centre[k0:k1 + 1] + (g.joint_gap + lesion.depth) * into_bone[k0:k1 + 1]
-            middle = centre_line[len(centre_line) // 2]
+            centre_line = joint.centre[stretch] + (g.joint_gap + lesion.depth) * into_bone[stretch]
             along = centre_line[-1] - centre_line[0]
-            length = max(np.linalg.norm(along) / 2.0, lesion.half_width) * reach
-            region = painter.region([_ellipse(middle, length, lesion.half_width * reach,
-                                              np.arctan2(along[1], along[0]), 32)]) & bone
+            region = painter.region([_ellipse(centre_line.mean(axis=0), max(lesion.half_length, lesion.half_width) * reach,
+                                              lesion.half_width * reach, np.arctan2(along[1], along[0]), 32)]) & bone
             canvas += (lesion.strength * tissue.oedema * (0.5 + 0.5 * reach)) * _soften(region, painter)
         elif lesion.kind == "erosion":
-            centre = joint.centre[k0] + (g.joint_gap + lesion.depth) * into_bone[k0]
+            k = (stretch.start + stretch.stop) // 2
+            centre = joint.centre[k] + (g.joint_gap + lesion.depth) * into_bone[k]
             # Erosion is bone lost at the margin: the notch only takes pixels from the bone.
             region = painter.region([_ellipse(centre, lesion.half_width * reach, lesion.half_width * reach,
                                               n=16)]) & bone
             canvas[region > 0] = tissue.fluid * lesion.strength
         elif lesion.kind == "sclerosis":
-            inner = joint.centre[k0:k1 + 1] + g.joint_gap * into_bone[k0:k1 + 1]
-            outer = inner + lesion.half_width * reach * into_bone[k0:k1 + 1]
+            inner = joint.centre[stretch] + g.joint_gap * into_bone[stretch]
+            outer = inner + lesion.half_width * reach * into_bone[stretch]
             region = painter.region([np.concatenate([inner, outer[::-1]])]) & bone
             canvas[region > 0] *= lesion.strength
         else:
-            region = painter.line(np.zeros_like(mask), [joint.centre[k0:k1 + 1]], 1, 3.0 * g.joint_gap)
+            region = painter.line(np.zeros_like(mask), [joint.centre[stretch]], 1, 3.0 * g.joint_gap)
             canvas[region > 0] = marrow
         mask |= region
     return mask
+
+
+def _stretch(joint: _Joint, position: float, half_length: float) -> slice:
+    """Centre-line points within `half_length` (along the joint) of `position`; at least the three nearest."""
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(joint.centre, axis=0), axis=1))])
+    distance = np.abs(arc - position * arc[-1])
+    inside = np.flatnonzero(distance <= half_length)
+    if inside.size < 3:
+        nearest = int(np.argmin(distance))
+        return slice(max(nearest - 1, 0), min(nearest + 2, len(arc)))
+    return slice(int(inside[0]), int(inside[-1]) + 1)
 
 
 def _burn_in_artifacts(image: np.ndarray, rng: np.random.Generator, probability: float, gain: float) -> None:
