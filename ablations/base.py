@@ -1,0 +1,72 @@
+r"""One model trained on one dataset and plane: the config every other experiment starts from.
+
+    python scripts/train.py --config=ablations/base.py:model=asemblenet,preset=small,dataset=synthetic_sij/coronal \
+        --workdir=workdirs/demo
+
+ARG is a comma-separated list of key=value: model (a registry name), preset (tiny, small, paper), dataset
+(NAME/CONFIG of a built TFDS dataset), variant (an ablation variant of the model: full, no_se, ...), seed.
+Any field can then be overridden on the command line, e.g. --config.total_steps=50.
+Expected result of the command above: see results/demo/ (made by `make demo`, which runs this config).
+"""
+import ml_collections
+
+ARG_KEYS = ("model", "preset", "dataset", "variant", "seed")
+
+
+def parse_arg(arg: str | None) -> dict[str, str]:
+    fields = {"model": "asemblenet", "preset": "small", "dataset": "synthetic_sij/coronal", "variant": "full",
+              "seed": "0"}
+    for item in filter(None, (arg or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in ARG_KEYS:
+            raise ValueError(f"config argument {item!r} is not one of {', '.join(k + '=...' for k in ARG_KEYS)}")
+        fields[key] = value
+    return fields
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    fields = parse_arg(arg)
+    config = ml_collections.ConfigDict()
+    config.arg = arg or ""
+    config.seed = int(fields["seed"])
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = fields["model"]
+    config.model.preset = fields["preset"]
+    config.model.variant = fields["variant"]
+    config.model.num_classes = 2
+    config.model.in_channels = 1
+    # bfloat16 on GPU/TPU: activations in bfloat16, parameters and optimiser state stay float32.
+    config.model.dtype = "float32"
+
+    config.data = ml_collections.ConfigDict()
+    config.data.dataset = fields["dataset"]
+    config.data.data_dir = "data/tfds"
+    config.data.train_split = "train"
+    config.data.val_split = "val"
+    config.data.test_split = "test"
+    # Models see image_size x image_size; the datasets store 256x256 and the pipeline resizes once.
+    config.data.image_size = {"tiny": 64, "small": 128}.get(fields["preset"], 256)
+    config.data.augment = True
+    config.data.worker_count = 0
+
+    config.global_batch_size = 32
+    config.total_steps = 600
+    config.learning_rate = 1e-3
+    config.warmup_steps = 50
+    config.final_learning_rate_fraction = 0.01
+    config.weight_decay = 0.05
+    config.adam_b1 = 0.9
+    config.adam_b2 = 0.999
+    config.grad_clip_norm = 1.0
+    config.label_smoothing = 0.1
+    config.ema_decay = 0.0  # > 0 keeps an exponential moving average of the parameters, used for evaluation
+
+    config.log_every = 10
+    config.eval_every = 100
+    config.checkpoint_every = 100
+    config.max_to_keep = 2
+    config.parallel = "shard_map"  # or "pmap"
+    config.compilation_cache_dir = "data/jax_cache"
+    config.tensorboard = False
+    return config

@@ -1,0 +1,243 @@
+"""The one training loop: data-parallel steps, JSON-lines metrics, validation, preemption-safe auto-resume.
+
+Rerunning the same command on the same workdir continues from the newest readable checkpoint, with the data
+iterator where it was, and ends with the same parameters as a run that never stopped (bit for bit on CPU).
+SIGTERM (a TPU preemption) saves a checkpoint and returns cleanly; a NaN or Inf loss stops the run, naming the
+step, without checkpointing the broken state.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from asemble_jax import atomic_io, parallel
+from asemble_jax.data import pipeline
+from asemble_jax.data.augment import AugmentConfig
+from asemble_jax.evaluation.metrics import classification_metrics
+from asemble_jax.models import registry
+from asemble_jax.train import checkpoint, optim, step as step_lib
+from asemble_jax.train.metrics_log import MetricsLog
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on; the message is the one line a user needs."""
+
+
+def enable_compilation_cache(directory: str | None) -> None:
+    if not directory:
+        return
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(directory))
+    # Cache every program: ablation grids recompile many small identical ones.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def guard_workdir_config(workdir: str, config: ml_collections.ConfigDict, *, allow_change: bool) -> None:
+    """Writes config.json, or refuses a workdir whose stored config differs (resuming it would mix two runs)."""
+    path = os.path.join(workdir, "config.json")
+    current = json.loads(config.to_json_best_effort(sort_keys=True))
+    if os.path.exists(path) and not allow_change:
+        with open(path) as f:
+            stored = json.load(f)
+        if stored != current:
+            changed = sorted(_diff_keys(stored, current))
+            raise TrainingError(f"{workdir} holds a run with a different config (changed: {', '.join(changed)}); "
+                                "use another workdir, or --allow_config_change to resume anyway")
+    if parallel.is_main_process():
+        atomic_io.write_json(path, current)
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for key in sorted(set(a) | set(b)) for k in _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [prefix.rstrip(".")] if a != b else []
+
+
+def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
+    model_config = config.model
+    variants = registry.ablation_variants()
+    if model_config.variant not in variants:
+        raise TrainingError(f"unknown model variant {model_config.variant!r}; valid: {', '.join(variants)}")
+    if model_config.variant != "full" and model_config.name != "asemblenet":
+        raise TrainingError(f"variant {model_config.variant!r} is an ASembleNet ablation; "
+                            f"{model_config.name} has only the variant 'full'")
+    overrides = dict(variants[model_config.variant], dtype=jnp.dtype(model_config.dtype))
+    if "image_size" in registry.constructor_arguments(model_config.name):
+        overrides["image_size"] = config.data.image_size  # the one place the input size is decided
+    try:
+        return registry.create_model(
+            model_config.name, model_config.preset, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1),
+            num_classes=model_config.num_classes, in_channels=model_config.in_channels, **overrides)
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
+
+
+class _PreemptionFlag:
+    """Turns SIGTERM into a flag that the loop checks between steps."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def predict_split(dp: parallel.DataParallel, predict_fn, state, source, *, batch_size: int, image_size: int):
+    """Positive-class probabilities, labels and patient ids of every example of `source`, each exactly once."""
+    probabilities, labels, patients = [], [], []
+    for batch in pipeline.eval_batches(source, batch_size=batch_size, image_size=image_size,
+                                       process_index=jax.process_index(), process_count=jax.process_count()):
+        inputs = dp.put_batch({"image": batch["image"]})
+        probs = dp.get_outputs(predict_fn(state, inputs))
+        valid = np.asarray(batch["valid"], bool)
+        probabilities.append(probs[valid, 1])
+        labels.append(np.asarray(batch["label"])[valid])
+        patients.append(np.asarray(batch["patient_id"])[valid])
+    return np.concatenate(probabilities), np.concatenate(labels), np.concatenate(patients)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False,
+                       progress: bool = True) -> dict[str, Any]:
+    """Trains (or resumes) the run in `workdir`; returns the final validation metrics."""
+    parallel.initialize_distributed()
+    enable_compilation_cache(config.compilation_cache_dir)
+    os.makedirs(workdir, exist_ok=True)
+    guard_workdir_config(workdir, config, allow_change=allow_config_change)
+    main_process = parallel.is_main_process()
+    metrics_log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), enabled=main_process)
+
+    dp = parallel.DataParallel(config.parallel)
+    dp.check_batch_size(config.global_batch_size)
+    model = parallel.synchronise_batch_norm(build_model(config))
+    graphdef, params, _, _ = step_lib.split_model(model)
+    tx, schedule = optim.make_optimizer(config, params)
+    graphdef, state = step_lib.create_train_state(model, tx, seed=config.seed, ema=config.ema_decay > 0)
+
+    data = config.data
+    train_source = pipeline.open_source(data.dataset, data.train_split, data.data_dir)
+    val_source = pipeline.open_source(data.dataset, data.val_split, data.data_dir)
+    train_iter = pipeline.train_iterator(
+        [(train_source, 1.0)], global_batch_size=config.global_batch_size, seed=config.seed,
+        augment=AugmentConfig() if data.augment else None, image_size=data.image_size,
+        process_index=jax.process_index(), process_count=jax.process_count(), worker_count=data.worker_count)
+
+    checkpoints = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), max_to_keep=config.max_to_keep)
+    best_auc = -np.inf
+    restored = checkpoints.restore_latest(checkpoint.abstract_like(state))
+    if restored is not None:
+        start_step, state, data_state = restored
+        train_iter.set_state(data_state["iterator"])
+        best_auc = data_state.get("best_auc", best_auc)
+        metrics_log.truncate_after(start_step)
+        log.info("resumed %s at step %d", workdir, start_step)
+    start_step = int(state.step)
+
+    state = dp.put_state(state)
+    train_step = dp.train_step(step_lib.make_train_step(graphdef, tx, label_smoothing=config.label_smoothing,
+                                                        ema_decay=config.ema_decay))
+    predict_fn = dp.predict(step_lib.make_predict_step(graphdef, use_ema=config.ema_decay > 0))
+
+    def data_state():
+        return {"iterator": train_iter.get_state(), "best_auc": float(best_auc)}
+
+    def evaluate(step: int) -> dict[str, Any]:
+        probs, labels, _ = predict_split(dp, predict_fn, state, val_source,
+                                         batch_size=config.global_batch_size // jax.process_count(),
+                                         image_size=data.image_size)
+        metrics = classification_metrics(labels, probs)
+        metrics_log.write({"step": step, "split": data.val_split,
+                           **{f"val_{k}": v for k, v in metrics.items() if k != "confusion_matrix"}})
+        return metrics
+
+    val_metrics: dict[str, Any] = {}
+    bar = tqdm(total=config.total_steps, initial=start_step, disable=not (progress and main_process),
+               unit="step", dynamic_ncols=True)
+    window_start, window_images = time.perf_counter(), 0
+    with _PreemptionFlag() as preemption:
+        for step in range(start_step + 1, config.total_steps + 1):
+            batch = next(train_iter)
+            state, metrics = train_step(state, dp.put_batch({"image": batch["image"], "label": batch["label"]}))
+            loss = float(metrics["loss"])
+            if not np.isfinite(loss):
+                checkpoints.wait()
+                raise TrainingError(f"loss is {loss} at step {step}; stopped without saving this state (last good "
+                                    f"checkpoint: step {checkpoints.latest_step()})")
+            window_images += config.global_batch_size
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.total_steps:
+                elapsed = time.perf_counter() - window_start
+                images_per_second = window_images / elapsed if elapsed > 0 else float("nan")
+                metrics_log.write({"step": step, "split": "train", "learning_rate": float(schedule(step - 1)),
+                                   "images_per_second": images_per_second,
+                                   **{k: float(v) for k, v in metrics.items()}})
+                bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images_per_second:.0f}")
+                window_start, window_images = time.perf_counter(), 0
+            if step % config.eval_every == 0 or step == config.total_steps:
+                val_metrics = evaluate(step)
+                if val_metrics["auc"] > best_auc:
+                    best_auc = val_metrics["auc"]
+                    checkpoints.save_best(step, dp.get_state(state), data_state())
+                window_start, window_images = time.perf_counter(), 0  # keep evaluation out of images/s
+            if step % config.checkpoint_every == 0 or step == config.total_steps or preemption.raised:
+                checkpoints.save(step, dp.get_state(state), data_state())
+            if preemption.raised:
+                log.warning("SIGTERM at step %d: checkpoint saved, exiting", step)
+                break
+    bar.close()
+    checkpoints.wait()
+    checkpoints.close()
+    return val_metrics
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise TrainingError(f"{workdir}: no config.json here; is this a training workdir?")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def load_trained_model(workdir: str, *, which: str = "best") -> tuple[nnx.Module, ml_collections.ConfigDict, int]:
+    """(model with trained weights, its config, step) from a workdir; `which` is "best" (by val AUC) or "latest".
+
+    The EMA parameters are used when the run kept them, as evaluation during training did.
+    """
+    if which not in ("best", "latest"):
+        raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+    config = load_config(workdir)
+    model = build_model(config)
+    graphdef, params, _, _ = step_lib.split_model(model)
+    tx, _ = optim.make_optimizer(config, params)
+    graphdef, state = step_lib.create_train_state(model, tx, seed=config.seed, ema=config.ema_decay > 0)
+    checkpoints = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), max_to_keep=config.max_to_keep)
+    try:
+        restore = checkpoints.restore_best if which == "best" else checkpoints.restore_latest
+        restored = restore(checkpoint.abstract_like(state)) or checkpoints.restore_latest(
+            checkpoint.abstract_like(state))
+    finally:
+        checkpoints.close()
+    if restored is None:
+        raise TrainingError(f"{workdir}: no readable checkpoint")
+    step, state, _ = restored
+    return step_lib.model_from_state(graphdef, state, use_ema=config.ema_decay > 0), config, step

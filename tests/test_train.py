@@ -1,0 +1,188 @@
+"""The trainer end to end on a tiny learnable dataset: learning, resume, preemption, NaN guard, config guard."""
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from asemble_jax.data import examples, pipeline
+from asemble_jax.train import trainer
+
+ABLATIONS_BASE = os.path.join(os.path.dirname(__file__), os.pardir, "ablations", "base.py")
+
+
+class TrainerToy(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Healthy: noise. AS: noise plus a bright disc at a random place. Learnable in a few dozen steps."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return self.dataset_info_from_configs(features=examples.features())
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(0, 96), "val": self._generate_examples(1, 32)}
+
+    def _generate_examples(self, seed, count):
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[:256, :256]
+        for i in range(count):
+            label = i % 2
+            image = rng.normal(90, 25, (256, 256))
+            if label:
+                cy, cx = rng.integers(60, 196, 2)
+                image[(yy - cy) ** 2 + (xx - cx) ** 2 < 40 ** 2] += 110
+            yield i, {"image": examples.encode_png(np.clip(image, 0, 255).astype(np.uint8)), "label": label,
+                      "patient_id": f"toy-{seed}-{i // 4}", "source": "toy", "plane": "coronal", "attribution": ""}
+
+
+@pytest.fixture(scope="module")
+def toy_data_dir(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    TrainerToy(data_dir=str(data_dir), file_format="array_record").download_and_prepare(
+        file_format="array_record")
+    return str(data_dir)
+
+
+# Every run below compiles the same programs: a shared persistent cache compiles them once.
+COMPILATION_CACHE = os.path.join(os.environ.get("PYTEST_TMPDIR", "/tmp"), f"asemble_jax_test_cache_{os.getuid()}")
+
+
+def _config(data_dir, **overrides):
+    spec = {}
+    exec(open(ABLATIONS_BASE).read(), spec)  # the config file as users run it, not a copy of it
+    config = spec["get_config"]("model=asemblenet,preset=tiny,dataset=trainer_toy")
+    config.data.data_dir = data_dir
+    config.data.augment = False
+    config.global_batch_size = 16
+    config.total_steps = 8
+    config.warmup_steps = 2
+    config.log_every = 2
+    config.eval_every = 4
+    config.checkpoint_every = 2
+    config.compilation_cache_dir = COMPILATION_CACHE
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
+
+
+def _final_params(workdir):
+    model, _, step = trainer.load_trained_model(workdir, which="latest")
+    from flax import nnx
+    return step, jax.tree.leaves(jax.device_get(nnx.state(model, nnx.Param)))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(toy_data_dir, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    trainer.train_and_evaluate(_config(toy_data_dir), workdir, progress=False)
+    return workdir
+
+
+def test_config_json_reloads_to_the_same_config(toy_data_dir, uninterrupted):
+    assert json.loads(trainer.load_config(uninterrupted).to_json(sort_keys=True)) == json.loads(
+        _config(toy_data_dir).to_json_best_effort(sort_keys=True))
+
+
+def test_metrics_log_has_training_and_validation_records(uninterrupted):
+    with open(os.path.join(uninterrupted, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    train = [r for r in records if r["split"] == "train"]
+    val = [r for r in records if r["split"] == "val"]
+    assert [r["step"] for r in train] == [2, 4, 6, 8]
+    assert [r["step"] for r in val] == [4, 8]
+    assert all(r["images_per_second"] > 0 and r["learning_rate"] > 0 for r in train)
+    assert all(r["val_n"] == 32 for r in val), "every validation example counts exactly once"
+
+
+class _SigtermAfter:
+    """Wraps the training iterator; sends this process SIGTERM after `count` batches, as a TPU preemption would."""
+
+    def __init__(self, inner, count):
+        self.inner, self.count = inner, count
+
+    def __next__(self):
+        batch = next(self.inner)
+        self.count -= 1
+        if self.count == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return batch
+
+    def get_state(self):
+        return self.inner.get_state()
+
+    def set_state(self, state):
+        self.inner.set_state(state)
+
+
+def test_preempted_and_resumed_run_ends_with_the_same_parameters(toy_data_dir, uninterrupted, tmp_path,
+                                                                   monkeypatch):
+    workdir = str(tmp_path / "preempted")
+    real_iterator = pipeline.train_iterator
+    monkeypatch.setattr(pipeline, "train_iterator", lambda *a, **k: _SigtermAfter(real_iterator(*a, **k), 5))
+    trainer.train_and_evaluate(_config(toy_data_dir), workdir, progress=False)
+    step, _ = _final_params(workdir)
+    assert step == 5, "SIGTERM after the 5th batch must checkpoint step 5 and stop"
+
+    monkeypatch.setattr(pipeline, "train_iterator", real_iterator)
+    trainer.train_and_evaluate(_config(toy_data_dir), workdir, progress=False)
+    resumed_step, resumed = _final_params(workdir)
+    final_step, expected = _final_params(uninterrupted)
+    assert resumed_step == final_step == 8
+    for a, b in zip(resumed, expected):
+        np.testing.assert_array_equal(a, b)  # bit for bit on CPU
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        steps = [json.loads(line)["step"] for line in f if json.loads(line)["split"] == "train"]
+    assert steps == [2, 4, 6, 8], "records written after the restored step are not duplicated"
+
+
+def test_loss_falls_within_thirty_steps(toy_data_dir, tmp_path):
+    workdir = str(tmp_path / "learn")
+    metrics = trainer.train_and_evaluate(_config(toy_data_dir, total_steps=30, eval_every=30, log_every=5,
+                                                 checkpoint_every=30, learning_rate=3e-3), workdir, progress=False)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        losses = [json.loads(line)["loss"] for line in f if json.loads(line)["split"] == "train"]
+    assert np.mean(losses[-2:]) < 0.8 * losses[0], losses
+    assert metrics["auc"] > 0.8
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(toy_data_dir, tmp_path, monkeypatch):
+    real_iterator = pipeline.train_iterator
+
+    def poisoned(*args, **kwargs):
+        inner = real_iterator(*args, **kwargs)
+
+        class Poisoned(_SigtermAfter):
+            def __next__(self):
+                batch = next(self.inner)
+                self.count -= 1
+                if self.count <= 0:
+                    batch = dict(batch, image=np.full_like(batch["image"], np.nan))
+                return batch
+
+        return Poisoned(inner, 3)
+
+    monkeypatch.setattr(pipeline, "train_iterator", poisoned)
+    workdir = str(tmp_path / "nan")
+    with pytest.raises(trainer.TrainingError, match="at step 3"):
+        trainer.train_and_evaluate(_config(toy_data_dir), workdir, progress=False)
+    step, params = _final_params(workdir)
+    assert step == 2 and all(np.all(np.isfinite(p)) for p in params)
+
+
+def test_workdir_with_another_config_is_refused_unless_allowed(toy_data_dir, uninterrupted):
+    changed = _config(toy_data_dir, learning_rate=0.5)
+    with pytest.raises(trainer.TrainingError, match="learning_rate"):
+        trainer.train_and_evaluate(changed, uninterrupted, progress=False)
+
+
+def test_unknown_variant_is_a_clear_error(toy_data_dir, tmp_path):
+    with pytest.raises(trainer.TrainingError, match="unknown model variant"):
+        trainer.train_and_evaluate(_config(toy_data_dir, **{"model.variant": "no_fusion"}), str(tmp_path),
+                                   progress=False)
