@@ -4,7 +4,6 @@ independently from the architecture), removed parts really gone, train/eval beha
 Models are built abstractly (nnx.eval_shape) wherever numbers are not needed; `paper` is never materialised.
 """
 import functools
-import inspect
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +11,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from asemble_jax.models import ablation_variants, available_models, count_parameters, create_model, presets
+from asemble_jax.models import (
+    ablation_variants,
+    available_models,
+    count_parameters,
+    create_model,
+    model_arguments,
+    presets,
+)
 from asemble_jax.models.asemblenet import ASembleNet
 from asemble_jax.models.convnext import ConvNeXtBlock
 from asemble_jax.models.vit import EncoderBlock
@@ -43,10 +49,7 @@ def _abstract_cached(preset: str, overrides: tuple) -> ASembleNet:
 
 
 def _settings(preset: str, **overrides) -> dict:
-    """The constructor arguments a preset resolves to, with the constructor's defaults filled in."""
-    defaults = {name: parameter.default for name, parameter in inspect.signature(ASembleNet.__init__).parameters.items()
-                if parameter.default is not inspect.Parameter.empty}
-    return {**defaults, **ASembleNet.PRESETS[preset], **overrides}
+    return model_arguments("asemblenet", preset, **overrides)
 
 
 # Independent parameter counts, written from the architecture description (SPEC.md), not from the code.
@@ -198,6 +201,13 @@ def test_classes_channels_and_compute_dtype_are_configurable():
     assert all(value.dtype == jnp.bfloat16 for value in aux["features"].values())
     assert {leaf.dtype for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype(jnp.float32)}
     assert count_parameters(model) == _expected_count(_settings("tiny", num_classes=5, in_channels=3))
+
+
+def test_model_arguments_are_the_complete_constructor_call():
+    arguments = model_arguments("asemblenet", "tiny", num_classes=3, use_vit=False)
+    assert arguments["num_classes"] == 3 and arguments["in_channels"] == 1 and arguments["use_vit"] is False
+    assert arguments["vit_dim"] == ASembleNet.PRESETS["tiny"]["vit_dim"]
+    assert arguments["fusion_dropout_rate"] == 0.2, "a constructor default not set by the preset"
 
 
 # ---- numbers: one concrete tiny model ----

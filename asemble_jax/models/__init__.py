@@ -5,8 +5,9 @@ from asemble_jax.models.registry import (
     available_models,
     count_parameters,
     create_model,
+    model_arguments,
     presets,
     register,
 )
 
-__all__ = ["ablation_variants", "available_models", "count_parameters", "create_model", "presets", "register"]
+__all__ = ["ablation_variants", "available_models", "count_parameters", "create_model", "model_arguments", "presets", "register"]

@@ -87,11 +87,10 @@ def constructor_arguments(name: str) -> tuple[str, ...]:
                  if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _CREATE_ARGUMENTS)
 
 
-def create_model(name: str, preset: str = "small", *, rngs: nnx.Rngs, num_classes: int = 2, in_channels: int = 1,
-                 **overrides) -> nnx.Module:
-    """Build model `name` with the arguments of `preset`, then `overrides` on top (e.g. use_vit=False,
-    dtype=jnp.bfloat16). Unknown names, presets or override names raise ValueError listing the valid ones;
-    impossible combinations raise the model's own ValueError."""
+def model_arguments(name: str, preset: str = "small", *, num_classes: int = 2, in_channels: int = 1,
+                    **overrides) -> dict:
+    """Every keyword argument but rngs that create_model(name, preset, ...) passes to the model's constructor,
+    the constructor's own defaults filled in: the complete architecture, e.g. to record with a run."""
     cls = model_class(name)
     if preset not in cls.PRESETS:
         raise ValueError(f"unknown preset {preset!r} for model {name!r}; valid presets: {', '.join(cls.PRESETS)}")
@@ -100,8 +99,19 @@ def create_model(name: str, preset: str = "small", *, rngs: nnx.Rngs, num_classe
     if unknown:
         raise ValueError(f"unknown argument(s) {', '.join(unknown)} for model {name!r}; valid overrides: "
                          f"{', '.join(valid)}")
-    arguments = {**cls.PRESETS[preset], **overrides}
-    return cls(num_classes=num_classes, in_channels=in_channels, rngs=rngs, **arguments)
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    defaults = {p.name: p.default for p in parameters
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
+    return {**defaults, **cls.PRESETS[preset], **overrides, "num_classes": num_classes, "in_channels": in_channels}
+
+
+def create_model(name: str, preset: str = "small", *, rngs: nnx.Rngs, num_classes: int = 2, in_channels: int = 1,
+                 **overrides) -> nnx.Module:
+    """Build model `name` with the arguments of `preset`, then `overrides` on top (e.g. use_vit=False,
+    dtype=jnp.bfloat16). Unknown names, presets or override names raise ValueError listing the valid ones;
+    impossible combinations raise the model's own ValueError."""
+    arguments = model_arguments(name, preset, num_classes=num_classes, in_channels=in_channels, **overrides)
+    return model_class(name)(rngs=rngs, **arguments)
 
 
 def ablation_variants() -> Mapping[str, Mapping[str, bool]]:
