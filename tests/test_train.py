@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 
 from asemble_jax.data import examples, pipeline
 from asemble_jax.train import trainer
+from asemble_jax.train.config_file import load_config_file
 
 ABLATIONS_BASE = os.path.join(os.path.dirname(__file__), os.pardir, "ablations", "base.py")
 
@@ -51,9 +52,7 @@ COMPILATION_CACHE = os.path.join(os.environ.get("PYTEST_TMPDIR", "/tmp"), f"asem
 
 
 def _config(data_dir, **overrides):
-    spec = {}
-    exec(open(ABLATIONS_BASE).read(), spec)  # the config file as users run it, not a copy of it
-    config = spec["get_config"]("model=asemblenet,preset=tiny,dataset=trainer_toy")
+    config = load_config_file(f"{ABLATIONS_BASE}:model=asemblenet,preset=tiny,dataset=trainer_toy")
     config.data.data_dir = data_dir
     config.data.augment = False
     config.global_batch_size = 16
