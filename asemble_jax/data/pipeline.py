@@ -84,6 +84,13 @@ def _unit_interval(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32) / np.float32(255))[..., None]
 
 
+def to_model_input(image: np.ndarray, size: int) -> np.ndarray:
+    """A preprocessed (H, W) uint8 slice as a model sees it in evaluation: resized the way preprocessing resizes
+    (area down, cubic up) and scaled to [0, 1], (size, size, 1) float32. Tools that feed a model files (Grad-CAM,
+    prediction) use this, so that they give it exactly what evaluation gave it."""
+    return _unit_interval(resize_to(image, size))
+
+
 @dataclasses.dataclass(frozen=True)
 class _TrainExample:
     """Decodes, resizes and augments the record at one position of the global training stream."""
@@ -197,7 +204,7 @@ class _EvalExample:
             return self._padding()
         record = self.source[index]
         example = {
-            "image": _unit_interval(_image(record, self.image_size)),
+            "image": to_model_input(decode_png(record["image"])[..., 0], self.image_size),
             "label": np.int32(record["label"]),
             "valid": np.bool_(True),
             "index": np.int64(index),

@@ -26,6 +26,7 @@ the offsets (at zero) is the gradient with respect to the maps, with plain JAX o
                                (B, 1 + N, D), class token first: pytorch-grad-cam's ViT layer (blocks[-1].norm1;
                                the class token never sees the final patch tokens, so their gradient is zero).
                                It is in aux["features"] only when it is offset: it exists for Grad-CAM.
+`model.offset_features()` lists the names this model takes (one per built branch).
 """
 from __future__ import annotations
 
@@ -137,10 +138,13 @@ class ASembleNet(nnx.Module):
         logits = self.classifier(self.fusion_dropout(fused, deterministic=not train))
         return logits.astype(jnp.float32), aux
 
-    def _check_offsets(self, offsets: Mapping[str, jax.Array]) -> None:
+    def offset_features(self) -> tuple[str, ...]:
+        """The names `feature_offsets` accepts: those of OFFSET_FEATURES whose branch this model has."""
         branches = {"wide_resnet": self.wide_resnet, "convnext": self.convnext, "vit_attention_input": self.vit}
-        available = [name for name in OFFSET_FEATURES if branches[name] is not None]
-        unknown = sorted(set(offsets) - set(available))
+        return tuple(name for name in OFFSET_FEATURES if branches[name] is not None)
+
+    def _check_offsets(self, offsets: Mapping[str, jax.Array]) -> None:
+        unknown = sorted(set(offsets) - set(self.offset_features()))
         if unknown:
             raise ValueError(f"feature_offsets names {', '.join(unknown)}, which this ASembleNet does not have; "
-                             f"it takes offsets for {', '.join(available)}")
+                             f"it takes offsets for {', '.join(self.offset_features())}")
