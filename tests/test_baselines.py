@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from asemble_jax.models import available_models, count_parameters, create_model, presets
+from asemble_jax.models import available_models, count_parameters, create_model, keras_port, presets
 from asemble_jax.models.baseline_blocks import ConvBN
 from asemble_jax.models.inception_v3 import InceptionV3
 from asemble_jax.models.resnet50 import ResNet50
@@ -101,7 +101,8 @@ def test_shapes_and_aux(model_class, side):
     last_conv = aux["features"]["last_conv"]
     assert last_conv.shape == (2, _last_conv_side(model_class, side), _last_conv_side(model_class, side + 5),
                                FINAL_FEATURES)
-    assert len(aux["features"]) >= 4, "named stages besides last_conv localise errors and feed Grad-CAM"
+    assert set(aux["features"]) == set(model_class.FEATURE_NAMES)
+    assert len(model_class.FEATURE_NAMES) >= 4, "named stages besides last_conv localise errors and feed Grad-CAM"
     for name, feature_map in aux["features"].items():
         assert feature_map.ndim == 4 and feature_map.shape[0] == 2, name
 
@@ -124,6 +125,35 @@ def test_wrong_channels_or_rank_is_a_clear_error(model_class):
         _output_shapes(model, (1, side, side, 3))
     with pytest.raises(ValueError, match="expects images shaped"):
         _output_shapes(model, (side, side, 1))
+
+
+@pytest.mark.parametrize("model_class", BASELINES)
+def test_unknown_feature_offset_is_a_clear_error(model_class):
+    side = KERAS_MIN_SIZES[model_class]
+    images = jax.ShapeDtypeStruct((1, side, side, 1), jnp.float32)
+    with pytest.raises(ValueError, match="feature_offsets names wide_resnet.*takes offsets for .*last_conv"):
+        nnx.eval_shape(lambda m, x: m(x, feature_offsets={"wide_resnet": jnp.zeros(())}), _abstract(model_class),
+                       images)
+
+
+def test_gradient_through_a_zero_feature_offset_is_the_gradient_at_the_map():
+    """Grad-CAM's hook: d logit / d offset at last_conv is the classifier's column spread evenly over the
+    positions (global average pooling, then a dense layer)."""
+    # Seeded weights set from numpy: much faster than a random initialisation op by op.
+    model = nnx.eval_shape(lambda: ResNet50(rngs=nnx.Rngs(0)))
+    keras_port.load_keras_weights(model, keras_port.keras_weights(model, seed=0))
+    images = np.random.default_rng(0).uniform(0.0, 1.0, (2, 32, 48, 1)).astype(np.float32)
+    graphdef, state = nnx.split(model)
+    offset = jnp.zeros((2, 1, 2, FINAL_FEATURES))  # 32x48 -> 1x2 positions
+    target_class = 1
+
+    def logit_sum(offset, state):
+        logits, _ = nnx.merge(graphdef, state)(images, feature_offsets={"last_conv": offset})
+        return logits[:, target_class].sum()
+
+    gradient = np.asarray(jax.jit(jax.grad(logit_sum))(offset, state))
+    column = np.asarray(model.head.kernel[...])[:, target_class]
+    np.testing.assert_allclose(gradient, np.broadcast_to(column / 2, gradient.shape), rtol=1e-6)
 
 
 @pytest.mark.parametrize("model_class", BASELINES)

@@ -6,6 +6,8 @@ BatchNorm momentum 0.99 with the Keras meaning (moving = 0.99 * moving + 0.01 * 
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -88,3 +90,23 @@ def check_images(images: jax.Array, *, model: str, in_channels: int, min_size: i
             f"got {height}x{width}"
         )
 
+
+
+class FeatureTaps:
+    """Collects a forward pass's named maps into aux["features"], first adding the caller's offset for that name
+    if one was given: jax.grad with respect to a zero offset is the gradient with respect to the map (Grad-CAM),
+    the same `feature_offsets` contract as ASembleNet's."""
+
+    def __init__(self, model: str, names: Sequence[str], offsets: Mapping[str, jax.Array] | None):
+        self.offsets = dict(offsets or {})
+        unknown = sorted(set(self.offsets) - set(names))
+        if unknown:
+            raise ValueError(f"feature_offsets names {', '.join(unknown)}, which {model} does not have; it takes "
+                             f"offsets for {', '.join(names)}")
+        self.features: dict[str, jax.Array] = {}
+
+    def __call__(self, name: str, x: jax.Array) -> jax.Array:
+        if name in self.offsets:
+            x = x + self.offsets[name].astype(x.dtype)
+        self.features[name] = x
+        return x

@@ -8,11 +8,13 @@ max pooling in the reductions.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from asemble_jax.models.baseline_blocks import KERAS_PRESETS, ConvBN, check_images
+from asemble_jax.models.baseline_blocks import KERAS_PRESETS, ConvBN, FeatureTaps, check_images
 from asemble_jax.models.registry import register
 
 # A convolution unit: (output features, (kernel height, kernel width), stride, padding).
@@ -125,10 +127,11 @@ def inception_e(in_features: int, **common) -> Mixed:
 @register("inception_v3")
 class InceptionV3(nnx.Module):
     """InceptionV3 classifier returning (logits, aux); aux["features"] holds "stem", "mixed0".."mixed10" and
-    "last_conv" (= mixed10, the map Grad-CAM uses)."""
+    "last_conv" (= mixed10, the map Grad-CAM uses), each of which `feature_offsets` may offset (see FeatureTaps)."""
 
     PRESETS = KERAS_PRESETS
     min_input_size = 75
+    FEATURE_NAMES = ("stem", *(f"mixed{index}" for index in range(11)), "last_conv")
 
     def __init__(self, *, num_classes: int = 2, in_channels: int = 1, dtype: jnp.dtype = jnp.float32,
                  param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
@@ -150,16 +153,16 @@ class InceptionV3(nnx.Module):
         self.mixed = nnx.List(mixed)
         self.head = nnx.Linear(mixed[-1].out_features, num_classes, **common)
 
-    def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict]:
+    def __call__(self, images: jax.Array, *, train: bool = False,
+                 feature_offsets: Mapping[str, jax.Array] | None = None) -> tuple[jax.Array, dict]:
         check_images(images, model="InceptionV3", in_channels=self.in_channels, min_size=self.min_input_size)
+        tap = FeatureTaps("InceptionV3", self.FEATURE_NAMES, feature_offsets)
         x = self.stem(images, train=train)
         x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
         x = self.stem_after_pool(x, train=train)
-        x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
-        features = {"stem": x}
+        x = tap("stem", nnx.max_pool(x, (3, 3), strides=(2, 2), padding="VALID"))
         for index, block in enumerate(self.mixed):
-            x = block(x, train=train)
-            features[f"mixed{index}"] = x
-        features["last_conv"] = x
+            x = tap(f"mixed{index}", block(x, train=train))
+        x = tap("last_conv", x)
         logits = self.head(jnp.mean(x, axis=(1, 2)))
-        return logits.astype(jnp.float32), {"features": features}
+        return logits.astype(jnp.float32), {"features": tap.features}

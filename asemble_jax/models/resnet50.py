@@ -6,11 +6,13 @@ Keras's v1 variant: the stride of a downsampling block sits on its first 1x1 con
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from asemble_jax.models.baseline_blocks import KERAS_PRESETS, ConvBN, check_images
+from asemble_jax.models.baseline_blocks import KERAS_PRESETS, ConvBN, FeatureTaps, check_images
 from asemble_jax.models.registry import register
 
 RESNET_BN_EPSILON = 1.001e-5
@@ -44,10 +46,12 @@ class Bottleneck(nnx.Module):
 @register("resnet50")
 class ResNet50(nnx.Module):
     """ResNet50 classifier returning (logits, aux); aux["features"] holds the stem and every stage's output
-    ("conv2".."conv5", as Keras names them) and "last_conv" (= conv5, the map Grad-CAM uses)."""
+    ("conv2".."conv5", as Keras names them) and "last_conv" (= conv5, the map Grad-CAM uses), each of which
+    `feature_offsets` may offset (see FeatureTaps)."""
 
     PRESETS = KERAS_PRESETS
     min_input_size = 32
+    FEATURE_NAMES = ("stem", "conv2", "conv3", "conv4", "conv5", "last_conv")
 
     def __init__(self, *, num_classes: int = 2, in_channels: int = 1, dtype: jnp.dtype = jnp.float32,
                  param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
@@ -68,17 +72,18 @@ class ResNet50(nnx.Module):
         self.stages = nnx.List(stages)
         self.head = nnx.Linear(features, num_classes, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
-    def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict]:
+    def __call__(self, images: jax.Array, *, train: bool = False,
+                 feature_offsets: Mapping[str, jax.Array] | None = None) -> tuple[jax.Array, dict]:
         check_images(images, model="ResNet50", in_channels=self.in_channels, min_size=self.min_input_size)
+        tap = FeatureTaps("ResNet50", self.FEATURE_NAMES, feature_offsets)
         x = jnp.pad(images, ((0, 0), (3, 3), (3, 3), (0, 0)))
         x = nnx.relu(self.stem(x, train=train))
         x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
-        features = {"stem": x}
+        x = tap("stem", nnx.max_pool(x, (3, 3), strides=(2, 2), padding="VALID"))
         for index, stage in enumerate(self.stages):
             for block in stage:
                 x = block(x, train=train)
-            features[f"conv{index + 2}"] = x
-        features["last_conv"] = x
+            x = tap(f"conv{index + 2}", x)
+        x = tap("last_conv", x)
         logits = self.head(jnp.mean(x, axis=(1, 2)))
-        return logits.astype(jnp.float32), {"features": features}
+        return logits.astype(jnp.float32), {"features": tap.features}

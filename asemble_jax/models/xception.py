@@ -8,6 +8,8 @@ entry block has no ReLU before its first separable convolution, as in Keras (its
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -17,6 +19,7 @@ from asemble_jax.models.baseline_blocks import (
     KERAS_BN_MOMENTUM,
     KERAS_PRESETS,
     ConvBN,
+    FeatureTaps,
     SeparableConv,
     check_images,
 )
@@ -76,10 +79,12 @@ class MiddleBlock(nnx.Module):
 @register("xception")
 class Xception(nnx.Module):
     """Xception classifier returning (logits, aux); aux["features"] holds "stem" (after the two plain
-    convolutions), "entry_flow", "middle_flow", "exit_flow" and "last_conv" (= exit_flow, the map Grad-CAM uses)."""
+    convolutions), "entry_flow", "middle_flow", "exit_flow" and "last_conv" (= exit_flow, the map Grad-CAM uses),
+    each of which `feature_offsets` may offset (see FeatureTaps)."""
 
     PRESETS = KERAS_PRESETS
     min_input_size = 71
+    FEATURE_NAMES = ("stem", "entry_flow", "middle_flow", "exit_flow", "last_conv")
 
     def __init__(self, *, num_classes: int = 2, in_channels: int = 1, dtype: jnp.dtype = jnp.float32,
                  param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
@@ -98,20 +103,21 @@ class Xception(nnx.Module):
         self.exit_sep2 = SeparableBN(1536, 2048, **common)
         self.head = nnx.Linear(2048, num_classes, **common)
 
-    def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict]:
+    def __call__(self, images: jax.Array, *, train: bool = False,
+                 feature_offsets: Mapping[str, jax.Array] | None = None) -> tuple[jax.Array, dict]:
         check_images(images, model="Xception", in_channels=self.in_channels, min_size=self.min_input_size)
+        tap = FeatureTaps("Xception", self.FEATURE_NAMES, feature_offsets)
         x = nnx.relu(self.stem1(images, train=train))
-        x = nnx.relu(self.stem2(x, train=train))
-        features = {"stem": x}
+        x = tap("stem", nnx.relu(self.stem2(x, train=train)))
         for block in self.entry_flow:
             x = block(x, train=train)
-        features["entry_flow"] = x
+        x = tap("entry_flow", x)
         for block in self.middle_flow:
             x = block(x, train=train)
-        features["middle_flow"] = x
+        x = tap("middle_flow", x)
         x = self.exit_block(x, train=train)
         x = nnx.relu(self.exit_sep1(x, train=train))
-        x = nnx.relu(self.exit_sep2(x, train=train))
-        features["exit_flow"] = features["last_conv"] = x
+        x = tap("exit_flow", nnx.relu(self.exit_sep2(x, train=train)))
+        x = tap("last_conv", x)
         logits = self.head(jnp.mean(x, axis=(1, 2)))
-        return logits.astype(jnp.float32), {"features": features}
+        return logits.astype(jnp.float32), {"features": tap.features}
