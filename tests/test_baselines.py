@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from asemble_jax import gradcam
 from asemble_jax.models import available_models, count_parameters, create_model, keras_port, presets
 from asemble_jax.models.baseline_blocks import ConvBN
 from asemble_jax.models.inception_v3 import InceptionV3
@@ -134,6 +135,11 @@ def test_unknown_feature_offset_is_a_clear_error(model_class):
     with pytest.raises(ValueError, match="feature_offsets names wide_resnet.*takes offsets for .*last_conv"):
         nnx.eval_shape(lambda m, x: m(x, feature_offsets={"wide_resnet": jnp.zeros(())}), _abstract(model_class),
                        images)
+
+
+@pytest.mark.parametrize("model_class", BASELINES)
+def test_grad_cam_reads_the_last_convolution(model_class):
+    assert set(gradcam.model_layers(_abstract(model_class))) == {"last_conv"}
 
 
 def test_gradient_through_a_zero_feature_offset_is_the_gradient_at_the_map():

@@ -14,9 +14,6 @@ from flax import nnx
 
 KERAS_BN_EPSILON = 1e-3
 KERAS_BN_MOMENTUM = 0.99
-# A Keras application has one architecture; the presets exist so that every config (which names tiny, small or
-# paper for every model) can build a baseline, and differ only in the input size the config chooses.
-KERAS_PRESETS = {"tiny": {}, "small": {}, "paper": {}}
 
 
 class ConvBN(nnx.Module):
@@ -110,3 +107,24 @@ class FeatureTaps:
             x = x + self.offsets[name].astype(x.dtype)
         self.features[name] = x
         return x
+
+
+class KerasApplication(nnx.Module):
+    """What the three baselines share around their layers: presets, the input check, and the named maps that
+    `feature_offsets` (Grad-CAM's protocol, see asemble_jax/gradcam.py) may offset."""
+
+    # A Keras application has one architecture; the presets exist so that every config (which names tiny, small
+    # or paper for every model) can build a baseline, and differ only in the input size the config chooses.
+    PRESETS = {"tiny": {}, "small": {}, "paper": {}}
+    FEATURE_NAMES: tuple[str, ...]
+    min_input_size: int
+    in_channels: int
+
+    def offset_features(self) -> tuple[str, ...]:
+        return self.FEATURE_NAMES
+
+    def _feature_taps(self, images: jax.Array, feature_offsets: Mapping[str, jax.Array] | None) -> FeatureTaps:
+        """Checks the batch, then returns the recorder of this forward pass's named maps."""
+        model = type(self).__name__
+        check_images(images, model=model, in_channels=self.in_channels, min_size=self.min_input_size)
+        return FeatureTaps(model, self.FEATURE_NAMES, feature_offsets)

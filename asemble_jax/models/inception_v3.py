@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from asemble_jax.models.baseline_blocks import KERAS_PRESETS, ConvBN, FeatureTaps, check_images
+from asemble_jax.models.baseline_blocks import ConvBN, KerasApplication
 from asemble_jax.models.registry import register
 
 # A convolution unit: (output features, (kernel height, kernel width), stride, padding).
@@ -125,11 +125,10 @@ def inception_e(in_features: int, **common) -> Mixed:
 
 
 @register("inception_v3")
-class InceptionV3(nnx.Module):
+class InceptionV3(KerasApplication):
     """InceptionV3 classifier returning (logits, aux); aux["features"] holds "stem", "mixed0".."mixed10" and
     "last_conv" (= mixed10, the map Grad-CAM uses), each of which `feature_offsets` may offset (see FeatureTaps)."""
 
-    PRESETS = KERAS_PRESETS
     min_input_size = 75
     FEATURE_NAMES = ("stem", *(f"mixed{index}" for index in range(11)), "last_conv")
 
@@ -155,8 +154,7 @@ class InceptionV3(nnx.Module):
 
     def __call__(self, images: jax.Array, *, train: bool = False,
                  feature_offsets: Mapping[str, jax.Array] | None = None) -> tuple[jax.Array, dict]:
-        check_images(images, model="InceptionV3", in_channels=self.in_channels, min_size=self.min_input_size)
-        tap = FeatureTaps("InceptionV3", self.FEATURE_NAMES, feature_offsets)
+        tap = self._feature_taps(images, feature_offsets)
         x = self.stem(images, train=train)
         x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
         x = self.stem_after_pool(x, train=train)

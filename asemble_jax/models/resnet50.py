@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from asemble_jax.models.baseline_blocks import KERAS_PRESETS, ConvBN, FeatureTaps, check_images
+from asemble_jax.models.baseline_blocks import ConvBN, KerasApplication
 from asemble_jax.models.registry import register
 
 RESNET_BN_EPSILON = 1.001e-5
@@ -44,12 +44,11 @@ class Bottleneck(nnx.Module):
 
 
 @register("resnet50")
-class ResNet50(nnx.Module):
+class ResNet50(KerasApplication):
     """ResNet50 classifier returning (logits, aux); aux["features"] holds the stem and every stage's output
     ("conv2".."conv5", as Keras names them) and "last_conv" (= conv5, the map Grad-CAM uses), each of which
     `feature_offsets` may offset (see FeatureTaps)."""
 
-    PRESETS = KERAS_PRESETS
     min_input_size = 32
     FEATURE_NAMES = ("stem", "conv2", "conv3", "conv4", "conv5", "last_conv")
 
@@ -74,8 +73,7 @@ class ResNet50(nnx.Module):
 
     def __call__(self, images: jax.Array, *, train: bool = False,
                  feature_offsets: Mapping[str, jax.Array] | None = None) -> tuple[jax.Array, dict]:
-        check_images(images, model="ResNet50", in_channels=self.in_channels, min_size=self.min_input_size)
-        tap = FeatureTaps("ResNet50", self.FEATURE_NAMES, feature_offsets)
+        tap = self._feature_taps(images, feature_offsets)
         x = jnp.pad(images, ((0, 0), (3, 3), (3, 3), (0, 0)))
         x = nnx.relu(self.stem(x, train=train))
         x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))

@@ -17,11 +17,9 @@ from flax import nnx
 from asemble_jax.models.baseline_blocks import (
     KERAS_BN_EPSILON,
     KERAS_BN_MOMENTUM,
-    KERAS_PRESETS,
     ConvBN,
-    FeatureTaps,
+    KerasApplication,
     SeparableConv,
-    check_images,
 )
 from asemble_jax.models.registry import register
 
@@ -77,12 +75,11 @@ class MiddleBlock(nnx.Module):
 
 
 @register("xception")
-class Xception(nnx.Module):
+class Xception(KerasApplication):
     """Xception classifier returning (logits, aux); aux["features"] holds "stem" (after the two plain
     convolutions), "entry_flow", "middle_flow", "exit_flow" and "last_conv" (= exit_flow, the map Grad-CAM uses),
     each of which `feature_offsets` may offset (see FeatureTaps)."""
 
-    PRESETS = KERAS_PRESETS
     min_input_size = 71
     FEATURE_NAMES = ("stem", "entry_flow", "middle_flow", "exit_flow", "last_conv")
 
@@ -105,8 +102,7 @@ class Xception(nnx.Module):
 
     def __call__(self, images: jax.Array, *, train: bool = False,
                  feature_offsets: Mapping[str, jax.Array] | None = None) -> tuple[jax.Array, dict]:
-        check_images(images, model="Xception", in_channels=self.in_channels, min_size=self.min_input_size)
-        tap = FeatureTaps("Xception", self.FEATURE_NAMES, feature_offsets)
+        tap = self._feature_taps(images, feature_offsets)
         x = nnx.relu(self.stem1(images, train=train))
         x = tap("stem", nnx.relu(self.stem2(x, train=train)))
         for block in self.entry_flow:
