@@ -138,6 +138,18 @@ def test_unknown_feature_offset_is_a_clear_error(model_class):
 
 
 @pytest.mark.parametrize("model_class", BASELINES)
+def test_scalar_feature_offset_keeps_every_map_and_its_dtype(model_class):
+    """Grad-CAM probes the maps' shapes with a Python 0.0 offset on each; bfloat16 maps must stay bfloat16."""
+    side = KERAS_MIN_SIZES[model_class]
+    images = jax.ShapeDtypeStruct((1, side, side, 1), jnp.bfloat16)
+    offsets = {name: 0.0 for name in model_class.FEATURE_NAMES}
+    _, aux = nnx.eval_shape(lambda m, x: m(x, feature_offsets=offsets), _abstract(model_class, dtype=jnp.bfloat16),
+                            images)
+    assert {name: m.dtype for name, m in aux["features"].items()} == {
+        name: jnp.dtype(jnp.bfloat16) for name in model_class.FEATURE_NAMES}
+
+
+@pytest.mark.parametrize("model_class", BASELINES)
 def test_grad_cam_reads_the_last_convolution(model_class):
     assert set(gradcam.model_layers(_abstract(model_class))) == {"last_conv"}
 

@@ -104,7 +104,8 @@ class FeatureTaps:
 
     def __call__(self, name: str, x: jax.Array) -> jax.Array:
         if name in self.offsets:
-            x = x + self.offsets[name].astype(x.dtype)
+            # A Python scalar is a valid offset too (Grad-CAM probes shapes with 0.0); the map keeps its dtype.
+            x = x + jnp.asarray(self.offsets[name], dtype=x.dtype)
         self.features[name] = x
         return x
 
