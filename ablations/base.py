@@ -51,9 +51,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.worker_count = 0
 
     config.global_batch_size = 32
-    config.total_steps = 600
+    config.total_steps = 300
     config.learning_rate = 1e-3
-    config.warmup_steps = 50
+    config.warmup_steps = 30
     config.final_learning_rate_fraction = 0.01
     config.weight_decay = 0.05
     config.adam_b1 = 0.9
@@ -63,8 +63,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.ema_decay = 0.0  # > 0 keeps an exponential moving average of the parameters, used for evaluation
 
     config.log_every = 10
-    config.eval_every = 100
-    config.checkpoint_every = 100
+    config.eval_every = 50
+    config.checkpoint_every = 50
     config.max_to_keep = 2
     config.parallel = "shard_map"  # or "pmap"
     config.compilation_cache_dir = "data/jax_cache"

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from asemble_jax.train.trainer import TrainingError, train_and_evaluate
@@ -19,7 +20,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    logging.getLogger().setLevel(logging.INFO)
+    # Orbax and TFDS log every call at INFO; keep theirs to warnings and ours at INFO.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("asemble_jax").setLevel(logging.INFO)
     try:
         metrics = train_and_evaluate(FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change)
     except TrainingError as error:

@@ -185,3 +185,23 @@ def test_unknown_variant_is_a_clear_error(toy_data_dir, tmp_path):
     with pytest.raises(trainer.TrainingError, match="unknown model variant"):
         trainer.train_and_evaluate(_config(toy_data_dir, **{"model.variant": "no_fusion"}), str(tmp_path),
                                    progress=False)
+
+
+def test_evaluation_report_matches_its_own_predictions(uninterrupted, tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from asemble_jax.evaluation.report import evaluate_workdir
+
+    report = evaluate_workdir(uninterrupted, split="val", out_dir=str(tmp_path), n_resamples=200)
+    stem = tmp_path / "trainer_toy_val"
+    for suffix in (".json", ".md", "_predictions.csv", "_roc.png", "_confusion.png", "_calibration.png"):
+        assert (tmp_path / f"trainer_toy_val{suffix}").stat().st_size > 0, suffix
+    rows = (tmp_path / "trainer_toy_val_predictions.csv").read_text().splitlines()[1:]
+    labels = np.array([int(r.split(",")[2]) for r in rows])
+    probs = np.array([float(r.split(",")[3]) for r in rows])
+    assert report["n"] == len(rows) == 32 and report["n_patients"] == 8
+    auc = report["thresholds"]["0.5"]["auc"]
+    assert auc["estimate"] == pytest.approx(roc_auc_score(labels, probs), abs=1e-6)
+    assert auc["ci_low"] <= auc["estimate"] <= auc["ci_high"]
+    assert json.loads((tmp_path / "trainer_toy_val.json").read_text())["thresholds"].keys() == {"0.5", "youden"}
+    assert stem.with_suffix(".md").read_text().startswith("# trainer_toy / val")

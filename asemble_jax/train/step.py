@@ -100,3 +100,10 @@ def model_from_state(graphdef, state: TrainState, *, use_ema: bool) -> nnx.Modul
     """A live NNX model (for Grad-CAM, export, analysis) holding the state's weights."""
     params = state.ema_params if use_ema and state.ema_params is not None else state.params
     return nnx.merge(graphdef, params, state.batch_stats, state.other)
+
+
+def inference_state(model: nnx.Module):
+    """(graphdef, state) of a trained model for make_predict_step: its weights, no optimiser."""
+    graphdef, params, batch_stats, other = split_model(model)
+    return graphdef, TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, other=other,
+                                opt_state=None, ema_params=None, rng=jax.random.key_data(jax.random.key(0)))

@@ -1,0 +1,118 @@
+"""The main job (`make demo`): builds the synthetic SIJ phantom, trains ASembleNet-small on the coronal plane on
+this machine's CPU, evaluates it on the held-out test patients and on the shifted stand-in external set, and
+writes results/demo/.
+
+    python scripts/demo.py --data_dir=data/tfds --out=results/demo [--workdir=workdirs/demo]
+
+Rerunning resumes training where it stopped (or skips it when finished) and rewrites the results.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import jax
+from matplotlib.figure import Figure
+
+from asemble_jax import atomic_io
+from asemble_jax.data.builders import build
+from asemble_jax.data.errors import InputError
+from asemble_jax.data.figures import write_samples_figure
+from asemble_jax.evaluation.report import Predictor, evaluate_workdir
+from asemble_jax.train.config_file import load_config_file
+from asemble_jax.train.metrics_log import MetricsLog
+from asemble_jax.train.trainer import TrainingError, train_and_evaluate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "ablations", "base.py") + ":model=asemblenet,preset=small,dataset=synthetic_sij/coronal"
+DATASETS = ("synthetic_sij/axial", "synthetic_sij/coronal", "synthetic_sij/shifted")
+
+
+def plot_training_curve(metrics_path: str, out_path: str) -> None:
+    records = MetricsLog(metrics_path).read()
+    train = [r for r in records if r["split"] == "train"]
+    val = [r for r in records if r["split"] != "train"]
+    figure = Figure(figsize=(8, 3.2))
+    loss_axes, val_axes = figure.subplots(1, 2)
+    loss_axes.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue")
+    loss_axes.set(xlabel="step", ylabel="training loss (label smoothing 0.1)", title="training")
+    val_axes.plot([r["step"] for r in val], [r["val_auc"] for r in val], "o-", label="AUC")
+    val_axes.plot([r["step"] for r in val], [r["val_accuracy"] for r in val], "s-", label="accuracy")
+    val_axes.set(xlabel="step", ylim=(0.4, 1.01), title="validation patients")
+    val_axes.legend(loc="lower right")
+    figure.tight_layout()
+    atomic_io.save_figure(figure, out_path, dpi=120)
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", default="data/tfds")
+    parser.add_argument("--out", default="results/demo")
+    parser.add_argument("--workdir", default="workdirs/demo")
+    args = parser.parse_args(argv)
+    timings = {}
+
+    start = time.perf_counter()
+    for name in DATASETS:
+        build(name, data_dir=args.data_dir)
+    timings["build_datasets_s"] = time.perf_counter() - start
+    write_samples_figure(args.data_dir, os.path.join(args.out, "samples.png"))
+
+    config = load_config_file(CONFIG)
+    config.data.data_dir = args.data_dir
+    start = time.perf_counter()
+    try:
+        train_and_evaluate(config, args.workdir)
+    except TrainingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    timings["train_s"] = time.perf_counter() - start
+    plot_training_curve(os.path.join(args.workdir, "metrics.jsonl"), os.path.join(args.out, "training_curve.png"))
+
+    start = time.perf_counter()
+    predictor = Predictor(args.workdir)
+    eval_dir = os.path.join(args.out, "eval")
+    reports = {name: evaluate_workdir(args.workdir, dataset=name, split="test", out_dir=eval_dir,
+                                      predictor=predictor)
+               for name in ("synthetic_sij/coronal", "synthetic_sij/shifted")}
+    timings["evaluate_s"] = time.perf_counter() - start
+
+    summary = {
+        "command": "make demo", "config": os.path.relpath(CONFIG, REPO), "git_commit": _git_commit(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on "
+                   f"{jax.devices()[0].platform}",
+        "checkpoint_step": predictor.step, "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "test": {name: {m: report["thresholds"]["0.5"][m] for m in ("auc", "accuracy", "recall", "specificity")}
+                 for name, report in reports.items()},
+    }
+    atomic_io.write_json(os.path.join(args.out, "metrics.json"), summary)
+
+    print(f"\n{'test set':<24}{'n':>6}{'AUC (95% CI)':>24}{'accuracy':>10}{'sensitivity':>13}{'specificity':>13}")
+    for name, report in reports.items():
+        block = report["thresholds"]["0.5"]
+        auc = block["auc"]
+        print(f"{name:<24}{report['n']:>6}{auc['estimate']:>9.3f} ({auc['ci_low']:.3f}-{auc['ci_high']:.3f})"
+              f"{block['accuracy']['estimate']:>10.3f}{block['recall']['estimate']:>13.3f}"
+              f"{block['specificity']['estimate']:>13.3f}")
+    print(f"\nwrote {args.out}/ (samples.png, training_curve.png, metrics.json, eval/); timings: "
+          f"{json.dumps(summary['timings_s'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
