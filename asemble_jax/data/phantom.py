@@ -114,8 +114,7 @@ def generate_patient(seed: int, index: int, has_lesions: bool, config: PhantomCo
                      ) -> PhantomPatient:
     """All slices of phantom patient `index`; `has_lesions` makes it an AS patient."""
     anatomy_seq, lesion_seq, slices_seq = _patient_seed(seed, index, config).spawn(3)
-    anatomy_rng = np.random.default_rng(anatomy_seq)
-    anatomy = _draw_anatomy(anatomy_rng, config.plane)
+    anatomy = _draw_anatomy(np.random.default_rng(anatomy_seq), config.plane)
     lesions = _draw_lesions(np.random.default_rng(lesion_seq), config.difficulty) if has_lesions else ()
     positions = np.linspace(-1.0, 1.0, config.slices_per_patient) if config.slices_per_patient > 1 else [0.0]
     slices = tuple(
@@ -154,7 +153,7 @@ class _Anatomy:
     wing: np.ndarray
     """(2, 5, 2) jitter of the lateral outline of each ilium."""
     fascia: np.ndarray
-    """(k, 3) fascial planes: lateral offset, vertical position, curvature."""
+    """(2, 3) fascial planes on each side: offset, position, curvature."""
     marrow_scale: float
 
 
@@ -169,7 +168,8 @@ def _draw_anatomy(rng: np.random.Generator, plane: str) -> _Anatomy:
         angle=float(rng.normal(0.0, np.deg2rad(5.0))),
         scale=float(rng.uniform(0.88, 1.08)),
         shift=tuple(rng.normal(0.0, 0.03, size=2)),
-        body_axes=(float(rng.uniform(0.86, 0.96)), float(rng.uniform(0.76, 0.86) if coronal else rng.uniform(0.52, 0.62))),
+        body_axes=(float(rng.uniform(0.86, 0.96)),
+                   float(rng.uniform(0.76, 0.86) if coronal else rng.uniform(0.52, 0.62))),
         body_centre_y=float(rng.uniform(0.08, 0.14) if coronal else rng.uniform(0.02, 0.1)),
         skin=float(rng.uniform(0.010, 0.016)),
         fat=float(rng.uniform(0.04, 0.12)),
@@ -180,7 +180,7 @@ def _draw_anatomy(rng: np.random.Generator, plane: str) -> _Anatomy:
         bulge=tuple(rng.uniform(0.0, 0.045, size=2)),
         joint_gap=float(rng.uniform(0.008, 0.013)),
         wing=rng.normal(0.0, 0.025, size=(2, 5, 2)),
-        fascia=np.column_stack([rng.uniform(0.05, 0.2, 4), rng.uniform(-0.4, 0.4, 4), rng.uniform(-0.1, 0.1, 4)]),
+        fascia=np.column_stack([rng.uniform(0.05, 0.2, 2), rng.uniform(-0.4, 0.4, 2), rng.uniform(-0.1, 0.1, 2)]),
         marrow_scale=float(rng.uniform(0.9, 1.1)),
     )
 
@@ -272,7 +272,7 @@ def _coronal_geometry(a: _Anatomy, z: float) -> _Geometry:
     fascia = tuple(
         np.column_stack([s * (0.62 + off + bend * np.sin(np.linspace(0, np.pi, 12))),
                          np.linspace(y - 0.25, y + 0.25, 12)])
-        for s in (-1, 1) for off, y, bend in a.fascia[:2])
+        for s in (-1, 1) for off, y, bend in a.fascia)
     return _Geometry(body_centre=(0.0, a.body_centre_y), body_axes=a.body_axes, sacrum=sacrum, ilia=tuple(ilia),
                      other_bone=(vertebra,), joints=joints, joint_gap=gap, disc=disc, fluid=tuple(fluid),
                      fascia=fascia, bowel_box=(-0.5, 0.5, top - 0.42, top - 0.12))
@@ -305,7 +305,7 @@ def _axial_geometry(a: _Anatomy, z: float) -> _Geometry:
         fluid += [_ellipse((s * 0.13 * narrowing, front + 0.06), 0.022, 0.016, n=16) for s in (-1, 1)]
     fascia = tuple(
         np.column_stack([s * np.linspace(0.2, 0.5, 12), y + off + (0.06 + bend) * np.sin(np.linspace(0, np.pi, 12))])
-        for s in (-1, 1) for off, y, bend in zip(a.fascia[:2, 0] - 0.1, (back + 0.1, back - 0.1), a.fascia[:2, 2]))
+        for s in (-1, 1) for off, y, bend in zip(a.fascia[:, 0] - 0.1, (back + 0.1, back - 0.1), a.fascia[:, 2]))
     return _Geometry(body_centre=(0.0, a.body_centre_y), body_axes=a.body_axes, sacrum=sacrum, ilia=tuple(ilia),
                      other_bone=(), joints=joints, joint_gap=gap, disc=None, fluid=tuple(fluid),
                      fascia=fascia, bowel_box=(-0.4, 0.4, front - 0.45, front - 0.12))
@@ -509,8 +509,9 @@ def _paint_lesions(canvas: np.ndarray, painter: _Painter, g: _Geometry, lesions:
         if lesion.kind == "oedema":
             centre_line = joint.centre[stretch] + (g.joint_gap + lesion.depth) * into_bone[stretch]
             along = centre_line[-1] - centre_line[0]
-            region = painter.region([_ellipse(centre_line.mean(axis=0), max(lesion.half_length, lesion.half_width) * reach,
-                                              lesion.half_width * reach, np.arctan2(along[1], along[0]), 32)]) & bone
+            length = max(lesion.half_length, lesion.half_width) * reach
+            region = painter.region([_ellipse(centre_line.mean(axis=0), length, lesion.half_width * reach,
+                                              np.arctan2(along[1], along[0]), 32)]) & bone
             canvas += (lesion.strength * tissue.oedema * (0.5 + 0.5 * reach)) * _soften(region, painter)
         elif lesion.kind == "erosion":
             k = (stretch.start + stretch.stop) // 2
