@@ -141,12 +141,11 @@ def _as_map(layer: CamLayer, feature: jax.Array) -> jax.Array:
             raise ValueError(f"Grad-CAM feature {layer.feature!r} must be a (B, h, w, C) map, got shape "
                              f"{feature.shape}")
         return feature
-    patches = feature[:, 1:]
-    side = math.isqrt(patches.shape[1])
-    if feature.ndim != 3 or side * side != patches.shape[1]:
+    side = math.isqrt(feature.shape[1] - 1) if feature.ndim == 3 and feature.shape[1] > 1 else 0
+    if side * side != feature.shape[1] - 1:
         raise ValueError(f"Grad-CAM feature {layer.feature!r} must be ViT tokens (B, 1 + N, D) with N a square, "
                          f"got shape {feature.shape}")
-    return patches.reshape(patches.shape[0], side, side, patches.shape[2])
+    return feature[:, 1:].reshape(feature.shape[0], side, side, feature.shape[2])
 
 
 def scale(cams: jax.Array) -> jax.Array:

@@ -12,9 +12,10 @@ or only slice K (0-based, in the reader's order) with --slice=K.
 For each slice, under --out, mirroring the input's folders: <name>_input.png (what the model saw), one overlay
 per Grad-CAM layer (<name>_wide_resnet.png, _convnext.png, _vit.png for ASembleNet; _last_conv.png for a
 baseline) and, with several layers, <name>_fused.png. <name> is the file name (with its extension, so that
-a.png and a.jpg stay apart), plus _sliceK for volumes. The maps explain the predicted class, or class K with --target-class=K. Files are
-written atomically. A file that cannot be used gets one line on stderr naming it and the reason; the others are
-still processed, and the exit status is 1. Nothing from DICOM headers is printed or written.
+a.png and a.jpg stay apart), plus _sliceK for volumes. The maps explain the predicted class, or class K with
+--target-class=K; asemble_jax/gradcam.py defines them. Files are written atomically. A file that cannot be used
+gets one line on stderr naming it and the reason; the others are still processed, and the exit status is 1
+(2 when the workdir, the input path or an option is unusable). Nothing from DICOM headers is printed or written.
 """
 from __future__ import annotations
 
@@ -112,18 +113,19 @@ def write_overlays(model, layers: dict[str, gradcam.CamLayer], batch: list[Slice
     The batch is padded to batch_size so that every batch reuses one compiled computation."""
     images = np.zeros((batch_size, *batch[0].image.shape), np.float32)
     images[:len(batch)] = np.stack([item.image for item in batch])
-    result = jax.device_get(gradcam.grad_cam(model, images, layers, target_class=target_class))
-    probabilities = jax.nn.softmax(result.logits, axis=-1)
+    result = gradcam.grad_cam(model, images, layers, target_class=target_class)
+    maps = {name: np.asarray(heatmaps) for name, heatmaps in result.maps.items()}
+    probabilities = np.asarray(jax.nn.softmax(result.logits, axis=-1))
+    explained = np.asarray(result.target_class)
     lines = []
     for index, item in enumerate(batch):
         grey = np.uint8(np.round(item.image[..., 0] * 255))
         _write_png(_output(item.out_prefix, "input"), grey)
-        for name, maps in result.maps.items():
-            _write_png(_output(item.out_prefix, name), gradcam.overlay(grey, np.asarray(maps[index])))
-        predicted = int(np.argmax(result.logits[index]))
-        lines.append(f"{item.label}: predicted class "
-                     f"{predicted} (p={float(probabilities[index, predicted]):.3f}), map of class "
-                     f"{int(result.target_class[index])} -> {item.out_prefix}_*.png")
+        for name, heatmaps in maps.items():
+            _write_png(_output(item.out_prefix, name), gradcam.overlay(grey, heatmaps[index]))
+        predicted = int(np.argmax(probabilities[index]))
+        lines.append(f"{item.label}: predicted class {predicted} (p={probabilities[index, predicted]:.3f}), map of "
+                     f"class {explained[index]} -> {item.out_prefix}_*.png")
     return lines
 
 
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"model in {args.workdir}, got {args.target_class}")
         return run(model, image_size=config.data.image_size, input_path=args.input, out=args.out,
                    slice_index=args.slice_index, target_class=args.target_class, batch_size=args.batch_size)
-    except (TrainingError, InputError, ValueError, TypeError) as error:
+    except (TrainingError, InputError, OSError, ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_UNUSABLE_SETUP
 

@@ -33,13 +33,15 @@ class Twin(nnx.Module):
 
     def __init__(self, config: dict, *, rngs: nnx.Rngs):
         widths = (1, *config["widths"])
+        # Every weight comes from the fixture; zeros spare compiling the default random initialisers.
+        zeros = dict(kernel_init=nnx.initializers.zeros, rngs=rngs)
         self.convs = nnx.List([
-            nnx.Conv(widths[i], widths[i + 1], (3, 3), strides=stride, padding=((1, 1), (1, 1)), rngs=rngs)
+            nnx.Conv(widths[i], widths[i + 1], (3, 3), strides=stride, padding=((1, 1), (1, 1)), **zeros)
             for i, stride in enumerate((1, 2, 2))])
         self.vit = VisionTransformer(
             in_channels=1, image_size=config["image_size"], patch_size=config["patch_size"], dim=config["vit_dim"],
             depth=config["vit_depth"], num_heads=config["vit_heads"], rngs=rngs) if "vit_dim" in config else None
-        self.head = nnx.Linear(widths[-1] + (config.get("vit_dim") or 0), config["classes"], rngs=rngs)
+        self.head = nnx.Linear(widths[-1] + (config.get("vit_dim") or 0), config["classes"], **zeros)
 
     def offset_features(self):
         return ("conv", "vit") if self.vit is not None else ("conv",)
