@@ -1,7 +1,7 @@
 """Times the forward pass and the training step of every ASembleNet preset (or other registered models) on this
 machine's default backend, and writes results/models/benchmark.md (and .json).
 
-    python scripts/benchmark_models.py [--sizes 64 256] [--batch 16] [--steps 3] [--dtype float32]
+    python scripts/benchmark_models.py [--sizes 64 128 256] [--batch 16] [--steps 3] [--dtype float32]
                                        [--models asemblenet] [--presets tiny small paper]
 
 Each measurement is the median wall time of --steps calls after one compiling call (reported separately).
@@ -75,6 +75,7 @@ def measure(name: str, preset: str, size: int, batch: int, steps: int, dtype) ->
     forward_compile, forward_s = timed(lambda: forward(model, images), steps)
     train_compile, train_s = timed(lambda: train_step(model, optimizer, images, labels), steps)
     return {"model": name, "preset": preset, "size": size, "batch": batch, "steps": steps,
+            "load_average_1min": round(os.getloadavg()[0], 1),
             "dtype": jnp.dtype(dtype).name, "parameters": count_parameters(model), "forward_s": forward_s,
             "forward_first_call_s": forward_compile, "train_step_s": train_s, "train_first_call_s": train_compile}
 
@@ -86,18 +87,18 @@ def render(results: list[dict], command: str) -> str:
         "",
         f"`{command}` on {device.platform} ({device.device_kind}; {os.cpu_count()} CPU cores visible, "
         f"{platform.processor() or platform.machine()}), JAX {jax.__version__}. Median of `steps` calls after the "
-        "first (compiling) call; the first call's time is shown too. The CPU is shared with other work, so treat "
-        "CPU numbers as rough.",
+        "first (compiling) call; the first call's time is shown too. The machine's 1-minute load average at the end "
+        "of each measurement is shown: on a CPU shared with other work, treat the times as upper bounds.",
         "",
         "| model | preset | input | batch | dtype | params | forward (s) | train step (s) | images/s (train) "
-        "| first forward / train call (s) |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|---|",
+        "| first forward / train call (s) | load |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---|---:|",
     ]
     for r in results:
         lines.append(f"| {r['model']} | {r['preset']} | {r['size']}x{r['size']} | {r['batch']} | {r['dtype']} | "
                      f"{r['parameters']:,} | {r['forward_s']:.3f} | {r['train_step_s']:.3f} | "
                      f"{r['batch'] / r['train_step_s']:.1f} | {r['forward_first_call_s']:.1f} / "
-                     f"{r['train_first_call_s']:.1f} |")
+                     f"{r['train_first_call_s']:.1f} | {r['load_average_1min']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["asemblenet"])
     parser.add_argument("--presets", nargs="+", default=["tiny", "small", "paper"])
-    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 256])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")

@@ -21,7 +21,6 @@ from asemble_jax.models import (
 )
 from asemble_jax.models.asemblenet import ASembleNet
 from asemble_jax.models.convnext import ConvNeXtBlock
-from asemble_jax.models.vit import EncoderBlock
 
 BATCH = 2
 PRESET_INPUT = {"tiny": 64, "small": 128, "paper": 256}

@@ -24,8 +24,7 @@ _CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def blocks_per_stage(depth: int) -> int:
-    """WRN-depth-k has (depth - 4) / 6 basic blocks per stage (two convs each, plus stem conv, classifier and
-    the two projection shortcuts that the depth formula counts)."""
+    """WRN-depth-k has (depth - 4) / 6 basic blocks per stage (Zagoruyko & Komodakis's naming)."""
     if depth < 10 or (depth - 4) % 6:
         raise ValueError(f"wide ResNet depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
     return (depth - 4) // 6
