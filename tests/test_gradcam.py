@@ -236,6 +236,12 @@ def test_layers_follow_the_branches_a_variant_has(variant, expected):
     assert list(gradcam.model_layers(model)) == expected
 
 
+@pytest.mark.parametrize("name", ["resnet50", "xception", "inception_v3"])
+def test_baselines_are_read_at_their_last_conv(name):
+    model = nnx.eval_shape(lambda: create_model(name, "tiny", rngs=nnx.Rngs(0)))
+    assert list(gradcam.model_layers(model)) == ["last_conv"]
+
+
 def test_feature_offsets_add_to_the_named_maps_and_nothing_else(tiny_model, tiny_images):
     names = tiny_model.offset_features()
     shapes = jax.eval_shape(lambda: tiny_model(tiny_images, feature_offsets={n: 0.0 for n in names}))[1]["features"]
