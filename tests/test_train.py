@@ -47,8 +47,8 @@ def toy_data_dir(tmp_path_factory):
     return str(data_dir)
 
 
-# Every run below compiles the same programs: a shared persistent cache compiles them once.
-COMPILATION_CACHE = os.path.join(os.environ.get("PYTEST_TMPDIR", "/tmp"), f"asemble_jax_test_cache_{os.getuid()}")
+# Every run below compiles the same programs: the persistent cache that conftest.py sets up compiles them once.
+COMPILATION_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 
 def _config(data_dir, **overrides):
