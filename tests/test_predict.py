@@ -1,0 +1,231 @@
+"""scripts/predict.py on a tiny trained workdir: good files next to corrupt, truncated, zero-byte and non-image
+ones, volumes, same-name files, and no DICOM header data in anything printed or written."""
+import importlib.util
+import io
+import os
+import pathlib
+import re
+import sys
+
+import cv2
+import jax
+import nibabel as nib
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from asemble_jax.data import examples
+from asemble_jax.data.pipeline import to_model_input
+from asemble_jax.data.preprocess import preprocess
+from asemble_jax.data.readers import read_image
+from asemble_jax.train import trainer
+from asemble_jax.train.config_file import load_config_file
+
+ROOT = pathlib.Path(__file__).parent.parent
+SCRIPT = ROOT / "scripts" / "predict.py"
+# The same cache and the same programs as tests/test_train.py: a run after it compiles nothing.
+COMPILATION_CACHE = os.path.join(os.environ.get("PYTEST_TMPDIR", "/tmp"), f"asemble_jax_test_cache_{os.getuid()}")
+PATIENT_NAME = "Testpatient^Secretname"
+PATIENT_ID = "PID-7731-XQ"
+LINE = re.compile(r"^(?P<label>.+): (?P<name>\S+) \(p=(?P<p>[0-9.]+)\), Grad-CAM: (?P<overlay>.+\.png)$")
+
+
+class PredictToy(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Healthy: noise. AS: noise plus a bright disc."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return self.dataset_info_from_configs(features=examples.features())
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(0, 32), "val": self._generate_examples(1, 16)}
+
+    def _generate_examples(self, seed, count):
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[:256, :256]
+        for i in range(count):
+            image = rng.normal(90, 25, (256, 256))
+            if i % 2:
+                image[(yy - 128) ** 2 + (xx - 128) ** 2 < 40 ** 2] += 110
+            yield i, {"image": examples.encode_png(np.clip(image, 0, 255).astype(np.uint8)), "label": i % 2,
+                      "patient_id": f"toy-{seed}-{i // 2}", "source": "toy", "plane": "coronal", "attribution": ""}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    PredictToy(data_dir=str(data_dir), file_format="array_record").download_and_prepare(file_format="array_record")
+    config = load_config_file(f"{ROOT / 'ablations' / 'base.py'}:model=asemblenet,preset=tiny,dataset=predict_toy")
+    config.data.data_dir = str(data_dir)
+    config.data.augment = False
+    config.global_batch_size = 16
+    config.total_steps = 8
+    config.warmup_steps = 2
+    config.eval_every = config.checkpoint_every = config.log_every = 8
+    config.compilation_cache_dir = COMPILATION_CACHE
+    path = tmp_path_factory.mktemp("workdir")
+    trainer.train_and_evaluate(config, str(path), progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    model, config, _ = trainer.load_trained_model(str(workdir))
+    return model, config
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("predict_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def _png_bytes(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:120, :100]
+    image = np.uint8(np.clip(60 + 120 * ((y - 60) ** 2 + (x - 50) ** 2 < 35 ** 2) + rng.normal(0, 10, y.shape),
+                             0, 255))
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _dicom(path: pathlib.Path) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = PATIENT_NAME, PATIENT_ID, "19610203"
+    pixels = np.random.default_rng(3).integers(0, 4096, (96, 80)).astype(np.uint16)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.fixture
+def files(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = folder / "good.png"
+    good.write_bytes(_png_bytes(0))
+    _dicom(folder / "scan.dcm")
+    bad = {
+        "corrupt.png": b"\x89PNG\r\n\x1a\n" + np.random.default_rng(1).bytes(3000),
+        "truncated.png": _png_bytes(2)[:400],
+        "zero.jpg": b"",
+        "notes.txt": b"this is a radiology report, not an image\n" * 20,
+    }
+    for name, data in bad.items():
+        (folder / name).write_bytes(data)
+    return folder, good, folder / "scan.dcm", [folder / name for name in bad]
+
+
+def _parse(stdout: str) -> list[dict]:
+    lines = stdout.strip().splitlines()
+    matches = [LINE.match(line) for line in lines]
+    assert all(matches), f"unexpected output lines: {lines}"
+    return [m.groupdict() for m in matches]
+
+
+def test_bad_files_get_one_line_each_and_the_good_ones_are_still_predicted(script, workdir, trained, files,
+                                                                            tmp_path, capsys):
+    folder, good, dicom, bad = files
+    out = tmp_path / "out"
+    arguments = [good, bad[0], dicom, *bad[1:]]
+    status = script.main([f"--workdir={workdir}", f"--out={out}", *map(str, arguments)])
+    captured = capsys.readouterr()
+    assert status == 1, "some files failed: the exit status must say so"
+
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == len(bad)
+    for path, line in zip(bad, errors):
+        assert line.startswith(f"error: {path}: ") and len(line) > len(f"error: {path}: ") + 5, line
+    assert "empty" in errors[2] and "not a recognised image" in errors[3]
+    assert "Traceback" not in captured.err
+
+    predictions = _parse(captured.out)
+    assert [p["label"] for p in predictions] == [str(good), str(dicom)]
+    model, config = trained
+    for path, prediction in zip((good, dicom), predictions):
+        # The probability a user sees is the model's on the training preprocessing of the file.
+        image = to_model_input(preprocess(read_image(path)).image, config.data.image_size)
+        logits, _ = model(image[None], train=False)
+        probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))[0]
+        predicted = int(np.argmax(probabilities))
+        assert prediction["name"] == ("healthy", "AS")[predicted]
+        assert float(prediction["p"]) == pytest.approx(probabilities[predicted], abs=1.5e-3)
+        overlay = cv2.imread(prediction["overlay"], cv2.IMREAD_UNCHANGED)
+        assert overlay is not None and overlay.shape == (config.data.image_size, config.data.image_size, 3)
+        assert pathlib.Path(prediction["overlay"]).parent == out
+
+
+def _run(script, trained, files, out, **options):
+    model, config = trained
+    return script.run(model, list(files), out=out, image_size=config.data.image_size, names=["healthy", "AS"],
+                      **options)
+
+
+def test_a_run_of_readable_files_succeeds(script, trained, files, tmp_path, capsys):
+    _, good, dicom, _ = files
+    assert _run(script, trained, [good, dicom], tmp_path / "out") == 0
+    assert len(_parse(capsys.readouterr().out)) == 2
+
+
+def test_nothing_from_dicom_headers_is_printed_or_written(script, trained, files, tmp_path, capsys):
+    _, _, dicom, _ = files
+    out = tmp_path / "out"
+    assert _run(script, trained, [dicom], out) == 0
+    captured = capsys.readouterr()
+    written = [path for path in out.rglob("*") if path.is_file()]
+    assert written, "the overlay was not written"
+    for secret in (PATIENT_NAME, "Secretname", PATIENT_ID, "19610203"):
+        assert secret not in captured.out + captured.err
+        assert not any(secret in str(path) for path in written)
+        assert not any(secret.encode() in path.read_bytes() for path in written)
+
+
+def test_volumes_give_one_line_per_slice_or_the_chosen_slice(script, trained, tmp_path, capsys):
+    volume = np.random.default_rng(4).normal(500, 100, (40, 48, 3)).astype(np.float32)
+    volume[10:30, 12:36, :] += 800
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+
+    assert _run(script, trained, [path], tmp_path / "all") == 0
+    assert [p["label"] for p in _parse(capsys.readouterr().out)] == [f"{path} slice {k}" for k in range(3)]
+
+    assert _run(script, trained, [path], tmp_path / "one", slice_index=1) == 0
+    (prediction,) = _parse(capsys.readouterr().out)
+    assert prediction["label"] == f"{path} slice 1" and os.path.exists(prediction["overlay"])
+
+    assert _run(script, trained, [path], tmp_path / "none", slice_index=7) == 1
+    assert "has 3 slices" in capsys.readouterr().err
+
+
+def test_files_with_the_same_name_do_not_overwrite_each_other(script, trained, tmp_path, capsys):
+    first, second = tmp_path / "a" / "image.png", tmp_path / "b" / "image.png"
+    for seed, path in enumerate((first, second)):
+        path.parent.mkdir()
+        path.write_bytes(_png_bytes(10 + seed))
+    assert _run(script, trained, [first, second], tmp_path / "out") == 0
+    overlays = [p["overlay"] for p in _parse(capsys.readouterr().out)]
+    assert len(set(overlays)) == 2 and all(os.path.exists(path) for path in overlays)
+    assert not np.array_equal(cv2.imread(overlays[0]), cv2.imread(overlays[1]))
+
+
+def test_an_unusable_workdir_is_one_line_and_status_2(script, tmp_path, capsys):
+    assert script.main([f"--workdir={tmp_path}", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "config.json" in err[0]
