@@ -26,8 +26,9 @@ from asemble_jax.train.config_file import load_config_file
 
 ROOT = pathlib.Path(__file__).parent.parent
 SCRIPT = ROOT / "scripts" / "predict.py"
-# The same cache and the same programs as tests/test_train.py: a run after it compiles nothing.
-COMPILATION_CACHE = os.path.join(os.environ.get("PYTEST_TMPDIR", "/tmp"), f"asemble_jax_test_cache_{os.getuid()}")
+# The persistent cache that conftest.py sets up; the training config matches tests/test_train.py's, so a run
+# after it compiles nothing.
+COMPILATION_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
 PATIENT_NAME = "Testpatient^Secretname"
 PATIENT_ID = "PID-7731-XQ"
 LINE = re.compile(r"^(?P<label>.+): (?P<name>\S+) \(p=(?P<p>[0-9.]+)\), Grad-CAM: (?P<overlay>.+\.png)$")
