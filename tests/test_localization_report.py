@@ -1,6 +1,7 @@
 """The localisation report's own logic: which slices are scored, maps of the lesion class at the masks'
 resolution, the references, patient-level intervals, pooling, and the files written. The scores themselves are
 tested in tests/test_localization.py."""
+import importlib.util
 import os
 
 import cv2
@@ -206,3 +207,14 @@ def test_randomised_model_has_the_architecture_and_other_weights():
     # Parameters initialised at random (not to a constant such as a zero bias) must all be drawn anew.
     drawn = [(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)) if np.ptp(np.asarray(x)) > 0]
     assert len(drawn) > 10 and all(not np.allclose(x, y) for x, y in drawn)
+
+
+def test_script_names_an_unusable_workdir_in_one_line(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_localization_script", os.path.join(os.path.dirname(__file__), os.pardir, "scripts",
+                                                     "evaluate_localization.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([f"--workdir={tmp_path}", "--dataset=synthetic_sij/coronal"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"error: {tmp_path}") and "config.json" in error[0]
