@@ -1,0 +1,67 @@
+r"""Baseline grid, the paper's Table 2 analogue: ASembleNet against ResNet50, Xception and InceptionV3 (the Keras
+applications' architectures in Flax, trained from scratch), x seeds x planes of one dataset, all under the same
+training budget: the same steps, batch, optimiser, schedule, augmentation and input size (ablations/base.py with
+the grid's steps and size). ASembleNet's `preset` sets only its own width and depth; the baselines have one
+architecture each, whatever the preset.
+
+    python scripts/run_ablations.py --grid=ablations/baselines.py:preset=small,seeds=3 \
+        --workdir=workdirs/ablations/synthetic_baselines
+    python scripts/make_tables.py --workdir=workdirs/ablations/synthetic_baselines \
+        --out=results/ablations/synthetic/baselines
+
+How long it took here: not yet run. The baselines are ~21-24M parameters each (results/models/table.md), so on a
+CPU they dominate the grid's time; ASembleNet-small is 1.2M.
+Tables: results/ablations/synthetic/baselines/ (not yet run).
+
+Cells run seed by seed (every model of seed 0 first), so a partial grid already compares all models.
+
+ARG, comma-separated key=value (lists joined with '+'):
+  preset    ASembleNet's preset: tiny, small (default) or paper
+  size      input size of every model; default 128. At least 75 (InceptionV3's minimum; Xception needs 71,
+            ResNet50 32) and a multiple of 16 (ASembleNet's ViT patch), e.g. 80, 96, 128, 256
+  planes    axial+coronal (default for the phantom); bone_mri is coronal only
+  seeds     how many seeds, 0..seeds-1; default 3
+  steps     training steps of every cell; default 300
+  dataset   synthetic_sij (default) or bone_mri (leave-one-patient-out folds)
+  folds     bone_mri: the number of leave-one-patient-out folds of the built dataset; default 5
+  models    a subset, e.g. asemblenet+resnet50; default all four
+"""
+import os
+
+from asemble_jax.ablation.grid import (Cell, Grid, GridError, TableSpec, dataset_notes, parse_count, parse_grid_arg,
+                                       parse_list, training_sets)
+from asemble_jax.models.registry import presets
+
+BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py")
+MODELS = ("asemblenet", "resnet50", "xception", "inception_v3")
+MIN_INPUT_SIZE = 75  # the largest of the baselines' minimum input sizes (InceptionV3)
+VIT_PATCH = 16
+DEFAULTS = {"preset": "small", "size": "128", "planes": "", "seeds": "3", "steps": "300", "dataset": "synthetic_sij",
+            "folds": "5", "models": "+".join(MODELS)}
+
+
+def get_grid(arg=None) -> Grid:
+    options = parse_grid_arg(arg, DEFAULTS)
+    models = parse_list(options["models"])
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown or "asemblenet" not in models:
+        raise GridError(f"models must include asemblenet (the reference) and come from {', '.join(MODELS)}"
+                        + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    if options["preset"] not in presets("asemblenet"):
+        raise GridError(f"preset {options['preset']!r} unknown; valid: {', '.join(presets('asemblenet'))}")
+    size = parse_count(options, "size", MIN_INPUT_SIZE)
+    if size % VIT_PATCH:
+        raise GridError(f"size={size} must be a multiple of {VIT_PATCH} (ASembleNet's ViT patch)")
+    seeds, steps = parse_count(options, "seeds"), parse_count(options, "steps")
+    sets = training_sets(options["dataset"], parse_list(options["planes"]), parse_count(options, "folds", 2))
+    cells = tuple(
+        Cell(name=training_set.cell_name(model, seed),
+             factors={**training_set.factors, "model": model, "seed": seed},
+             config=f"{BASE}:model={model},preset={options['preset']},dataset={training_set.factors['dataset']},"
+                    f"seed={seed}",
+             overrides={"total_steps": steps, "data.image_size": size, **training_set.overrides},
+             evaluations=training_set.evaluations)
+        for training_set in sets for seed in range(seeds) for model in models)
+    return Grid(name="baselines", cells=cells, notes=dataset_notes(options["dataset"]),
+                table=TableSpec(arm="model", reference="asemblenet", pooled=("fold",),
+                                tests=("paired_bootstrap", "mcnemar", "delong")))

@@ -1,0 +1,281 @@
+"""A grid: named cells, each one training run (a config file plus overrides) and the test sets it is evaluated
+on, and the table that the cells' results go into.
+
+A grid file (ablations/components.py, ablations/baselines.py) defines `get_grid(arg) -> Grid`; load it with
+`load_grid("ablations/components.py:preset=tiny,seeds=3")`. Cell names are paths ("coronal/no_se/seed1") and
+name the cell's sub-workdir, so `--only="coronal/*"` selects with a shell pattern.
+
+Every cell carries `factors`, its coordinates in the grid (dataset, variant or model, seed, fold). The table spec
+says which factor is the table's rows (`arm`), which row the others are compared with (`reference`), which factor
+repeats a run (`replicate`, the seed) and which factors' test predictions are concatenated before scoring
+(`pooled`, cross-validation folds); any other factor (the dataset) splits the results into separate tables.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import fnmatch
+import importlib.util
+import json
+import os
+import re
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+
+from asemble_jax.evaluation.metrics import METRIC_NAMES
+from asemble_jax.train.config_file import load_config_file
+
+_NAME = re.compile(r"[A-Za-z0-9_.+=-]+(/[A-Za-z0-9_.+=-]+)*")
+TABLE_METRICS = ("auc", "accuracy", "f1", "recall", "specificity")
+TESTS = ("paired_bootstrap", "mcnemar", "delong")
+COSTS = ("params", "gflops", "train_images_per_second")
+# The synthetic phantom's stand-in external test set of each plane.
+SYNTHETIC_EXTERNAL = {"coronal": "synthetic_sij/shifted", "axial": "synthetic_sij/shifted_axial"}
+PLANES = ("axial", "coronal")
+
+
+class GridError(ValueError):
+    """A grid that cannot be expanded or run as asked; the message is the one line a user needs."""
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """A test set a cell is scored on. `role` is what the tables call it ("test", "external") and is the same for
+    the folds of a cross-validation, whose held-out splits differ."""
+    role: str
+    dataset: str
+    split: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    name: str
+    factors: Mapping[str, Any]
+    config: str  # "path/to/config.py:ARG", as scripts/train.py's --config takes it
+    overrides: Mapping[str, Any]  # dotted config fields, e.g. {"total_steps": 300, "data.train_split": "fold0_train"}
+    evaluations: tuple[Evaluation, ...]
+
+    def build_config(self) -> ml_collections.ConfigDict:
+        config = load_config_file(self.config)
+        apply_overrides(config, self.overrides)
+        return config
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable({"name": self.name, "factors": dict(self.factors), "config": self.config,
+                          "overrides": dict(self.overrides),
+                          "evaluations": [dataclasses.asdict(e) for e in self.evaluations]})
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any]) -> Cell:
+        return cls(name=payload["name"], factors=dict(payload["factors"]), config=payload["config"],
+                   overrides=dict(payload["overrides"]),
+                   evaluations=tuple(Evaluation(**e) for e in payload["evaluations"]))
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two cells the same run, wherever the repository is checked out: the config file's folder
+        is left out."""
+        payload = self.to_json()
+        path, sep, arg = self.config.partition(":")
+        payload["config"] = os.path.basename(path) + sep + arg
+        return payload
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    arm: str  # the factor whose values are the table's rows
+    reference: str  # the row every other row is compared with
+    replicate: str = "seed"
+    pooled: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = TABLE_METRICS
+    tests: tuple[str, ...] = ("paired_bootstrap",)
+    costs: tuple[str, ...] = COSTS
+
+    def __post_init__(self):
+        for field, values, valid in (("metrics", self.metrics, METRIC_NAMES), ("tests", self.tests, TESTS),
+                                     ("costs", self.costs, COSTS)):
+            unknown = sorted(set(values) - set(valid))
+            if unknown:
+                raise GridError(f"table {field} {', '.join(unknown)} unknown; valid: {', '.join(valid)}")
+
+    def group_of(self, factors: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+        """The factors that split results into separate tables (all but arm, replicate and pooled ones)."""
+        kept = set(factors) - {self.arm, self.replicate, *self.pooled}
+        return tuple((key, factors[key]) for key in sorted(kept))
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any]) -> TableSpec:
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in payload.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    name: str
+    cells: tuple[Cell, ...]
+    table: TableSpec
+    notes: str = ""  # what a reader of the tables must know about how the cells were run
+    spec: str = ""  # "file.py:ARG" it was loaded from (load_grid fills it in)
+
+    def __post_init__(self):
+        names = [cell.name for cell in self.cells]
+        if not names:
+            raise GridError(f"grid {self.name!r} has no cells")
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise GridError(f"grid {self.name!r} names several cells {', '.join(duplicates)}")
+        for cell in self.cells:
+            if not _NAME.fullmatch(cell.name) or ".." in cell.name.split("/"):
+                raise GridError(f"cell name {cell.name!r} must be a relative path of letters, digits and _.+=-")
+            missing = {self.table.arm, self.table.replicate} - set(cell.factors)
+            if missing:
+                raise GridError(f"cell {cell.name} lacks the factor(s) {', '.join(sorted(missing))} its table needs")
+            roles = [evaluation.role for evaluation in cell.evaluations]
+            if not roles or len(set(roles)) != len(roles):
+                raise GridError(f"cell {cell.name} needs at least one evaluation, each with its own role")
+        if self.table.reference not in {cell.factors[self.table.arm] for cell in self.cells}:
+            raise GridError(f"the table's reference {self.table.arm}={self.table.reference} is not in the grid")
+
+    def select(self, pattern: str | None) -> tuple[Cell, ...]:
+        """Cells whose name matches the shell pattern (all when pattern is None); GridError when none does."""
+        if not pattern:
+            return self.cells
+        chosen = tuple(cell for cell in self.cells if fnmatch.fnmatchcase(cell.name, pattern))
+        if not chosen:
+            raise GridError(f"no cell of grid {self.name!r} matches {pattern!r}; names look like {self.cells[0].name}")
+        return chosen
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Grid:
+        """The same grid with extra config overrides (e.g. from the command line) on every cell."""
+        cells = tuple(dataclasses.replace(cell, overrides={**cell.overrides, **overrides}) for cell in self.cells)
+        return dataclasses.replace(self, cells=cells)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "spec": self.spec, "notes": self.notes, "table": self.table.to_json(),
+                "cells": [cell.to_json() for cell in self.cells]}
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any]) -> Grid:
+        return cls(name=payload["name"], spec=payload["spec"], notes=payload["notes"],
+                   table=TableSpec.from_json(payload["table"]),
+                   cells=tuple(Cell.from_json(cell) for cell in payload["cells"]))
+
+
+def load_grid(spec: str) -> Grid:
+    """The grid of "path/to/grid.py[:ARG]": the file's get_grid(ARG)."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise GridError(f"{path}: no such grid file")
+    module_spec = importlib.util.spec_from_file_location(f"_grid_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_grid"):
+        raise GridError(f"{path}: a grid file defines get_grid(arg) -> Grid")
+    return dataclasses.replace(module.get_grid(arg or None), spec=spec)
+
+
+def parse_grid_arg(arg: str | None, defaults: Mapping[str, str]) -> dict[str, str]:
+    """"key=value,key=value" over `defaults`; list values are joined with '+' (planes=axial+coronal)."""
+    options = dict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in defaults:
+            raise GridError(f"grid argument {item!r} is not one of {', '.join(k + '=...' for k in defaults)}")
+        options[key] = value
+    return options
+
+
+def parse_list(value: str) -> list[str]:
+    return [item for item in value.split("+") if item]
+
+
+def parse_count(options: Mapping[str, str], key: str, minimum: int = 1) -> int:
+    try:
+        count = int(options[key])
+    except ValueError:
+        raise GridError(f"grid argument {key}={options[key]!r} is not a whole number") from None
+    if count < minimum:
+        raise GridError(f"grid argument {key}={count} must be at least {minimum}")
+    return count
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """"total_steps=20" -> ("total_steps", 20); a value that is not a Python literal stays a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise GridError(f"config override {text!r} must look like field.name=value")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
+    """Sets dotted fields; unlike ConfigDict.update_from_flattened_dict, a field that does not exist is an error
+    (a typo would otherwise train the default silently)."""
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            if parent not in target or not isinstance(target[parent], ml_collections.ConfigDict):
+                raise GridError(f"config has no field {key!r}")
+            target = target[parent]
+        if leaf not in target:
+            raise GridError(f"config has no field {key!r}")
+        try:
+            target[leaf] = value
+        except TypeError as error:
+            raise GridError(f"config field {key}: {error}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSet:
+    """Where a cell trains and what it is tested on, with the parts of the cell name that say so."""
+    factors: Mapping[str, Any]
+    name_prefix: str  # leading part of cell names ("coronal"), or ""
+    name_suffix: str  # trailing part ("fold3"), or ""
+    overrides: Mapping[str, Any]
+    evaluations: tuple[Evaluation, ...]
+
+    def cell_name(self, arm: str, seed: int) -> str:
+        return "/".join(part for part in (self.name_prefix, arm, f"seed{seed}", self.name_suffix) if part)
+
+
+BONE_MRI_NOTES = (
+    "bone_mri: leave-one-patient-out folds; each fold trains on the other labelled patients and is tested on the "
+    "held-out one, and the held-out predictions of all folds are pooled before scoring. With so few patients no "
+    "validation patients can be spared, so the training split also plays the validation split: the 'best' "
+    "checkpoint and the Youden threshold are chosen on training patients (never on the held-out one).")
+
+
+def training_sets(dataset: str, planes: Sequence[str], folds: int) -> list[TrainingSet]:
+    """The training sets of `dataset` ("synthetic_sij" or "bone_mri"): one per plane for the phantom, with the
+    shifted phantom of the plane as external test set; one per leave-one-patient-out fold for bone_mri."""
+    unknown = sorted(set(planes) - set(PLANES))
+    if unknown:
+        raise GridError(f"planes {', '.join(unknown)} unknown; valid: {', '.join(PLANES)}")
+    if dataset == "synthetic_sij":
+        return [TrainingSet(
+            factors={"dataset": f"synthetic_sij/{plane}"}, name_prefix=plane, name_suffix="", overrides={},
+            evaluations=(Evaluation("test", f"synthetic_sij/{plane}", "test"),
+                         Evaluation("external", SYNTHETIC_EXTERNAL[plane], "test")))
+            for plane in planes or PLANES]
+    if dataset == "bone_mri":
+        if set(planes) - {"coronal"}:
+            raise GridError("bone_mri holds semi-coronal scans only: use planes=coronal")
+        return [TrainingSet(
+            factors={"dataset": "bone_mri/stir", "fold": k}, name_prefix="", name_suffix=f"fold{k}",
+            overrides={"data.train_split": f"fold{k}_train", "data.val_split": f"fold{k}_train"},
+            evaluations=(Evaluation("test", "bone_mri/stir", f"fold{k}_test"),))
+            for k in range(folds)]
+    raise GridError(f"grid dataset {dataset!r} unknown; valid: synthetic_sij, bone_mri")
+
+
+def dataset_notes(dataset: str) -> str:
+    return BONE_MRI_NOTES if dataset == "bone_mri" else ""
