@@ -1,0 +1,198 @@
+"""One grid cell from start to record: train (the trainer resumes an interrupted run by itself), evaluate on the
+cell's test sets, measure the model's size and cost, and write the cell's record, `cell.json`.
+
+The record is the only thing the tables read, so tables can be made from whatever has finished while a grid is
+still running. A cell runs inside the runner's process or as its own subprocess:
+
+    python -m asemble_jax.ablation.cell --cell_dir=DIR --claim=DIR/claim.0 --grid=NAME --cell='{...}'
+
+(the runner starts it so; the exit status says how it ended: see EXIT_*).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+import traceback
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from asemble_jax import atomic_io
+from asemble_jax.ablation.claims import DEFAULT_HEARTBEAT_S, Claim
+from asemble_jax.ablation.grid import Cell
+from asemble_jax.ablation.provenance import now, provenance
+from asemble_jax.evaluation.report import Predictor, evaluate_workdir
+from asemble_jax.models.registry import count_parameters
+from asemble_jax.train.metrics_log import MetricsLog
+from asemble_jax.train.trainer import build_model, train_and_evaluate
+
+log = logging.getLogger(__name__)
+
+RECORD = "cell.json"
+LOG = "cell.log"
+ERROR_LOG = "error.log"
+DONE, FAILED = "done", "failed"
+# Distinct from Python's own 1 (an uncaught exception) and 2 (bad arguments): those mean the process crashed.
+EXIT_DONE, EXIT_INTERRUPTED, EXIT_LOST, EXIT_FAILED = 0, 3, 4, 5
+
+
+class CellInterrupted(Exception):
+    """Training stopped before its last step (SIGTERM; the trainer saved a checkpoint); nothing was recorded."""
+
+
+class ClaimLost(Exception):
+    """Another worker took this cell over; this worker's results must not be recorded."""
+
+
+def read_record(cell_dir: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(cell_dir, RECORD)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def last_train_step(cell_dir: str) -> int:
+    return max((r["step"] for r in MetricsLog(os.path.join(cell_dir, "metrics.jsonl")).read()
+                if r.get("split") == "train"), default=0)
+
+
+def train_images_per_second(cell_dir: str) -> float | None:
+    """Median over the logged windows but the first, which includes compiling the train step (unless it is the
+    only one); the median keeps a window slowed by a resume's compilation from counting much."""
+    rates = [r["images_per_second"] for r in MetricsLog(os.path.join(cell_dir, "metrics.jsonl")).read()
+             if r.get("split") == "train" and isinstance(r.get("images_per_second"), (int, float))]
+    return statistics.median(rates[1:] or rates) if rates else None
+
+
+def model_costs(config: ml_collections.ConfigDict) -> dict[str, float]:
+    """Parameters (with BatchNorm statistics, the Keras convention) and forward GFLOPs of one image at the cell's
+    input size, evaluation mode, counted by XLA's cost analysis of the compiled program (as
+    scripts/model_table.py counts them); the model is built abstractly, nothing is allocated."""
+    model = nnx.eval_shape(lambda: build_model(config))
+    graphdef, state = nnx.split(model)
+
+    def forward(state, images):
+        return nnx.merge(graphdef, state)(images, train=False)[0]
+
+    size = config.data.image_size
+    images = jax.ShapeDtypeStruct((1, size, size, config.model.in_channels), jnp.float32)
+    analysis = jax.jit(forward).lower(state, images).compile().cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per device program
+        analysis = analysis[0]
+    return {"params": count_parameters(model), "gflops": analysis["flops"] / 1e9}
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _evaluate(cell: Cell, cell_dir: str) -> tuple[int, list[dict[str, Any]]]:
+    predictor = Predictor(cell_dir)
+    results = []
+    for evaluation in cell.evaluations:
+        report = evaluate_workdir(cell_dir, dataset=evaluation.dataset, split=evaluation.split, predictor=predictor)
+        stem = os.path.join("eval", f"{evaluation.dataset.replace('/', '_')}_{evaluation.split}")
+        block = report["thresholds"]["0.5"]
+        results.append({
+            "role": evaluation.role, "dataset": evaluation.dataset, "split": evaluation.split,
+            "report": stem + ".json", "predictions": stem + "_predictions.csv", "n": report["n"],
+            "thresholds": {name: t["threshold"] for name, t in report["thresholds"].items()},
+            "metrics_at_0.5": {name: block[name]["estimate"] for name in ("auc", "accuracy", "f1", "recall",
+                                                                          "specificity")},
+        })
+    return predictor.step, results
+
+
+def execute_cell(cell: Cell, cell_dir: str, *, grid_name: str, claim: Claim | None = None,
+                 progress: bool = False) -> dict[str, Any]:
+    """Trains, evaluates and records `cell` in `cell_dir`; returns the record, status "done" or "failed" (with
+    the error; the traceback goes to error.log). Raises CellInterrupted when training was stopped early, and
+    ClaimLost when `claim` was taken over meanwhile; neither writes a record."""
+    started, start = now(), time.perf_counter()
+    os.makedirs(cell_dir, exist_ok=True)
+    record: dict[str, Any] = {"name": cell.name, "grid": grid_name, "factors": dict(cell.factors),
+                              "config": cell.config, "overrides": dict(cell.overrides), "started": started,
+                              "steps_logged_at_start": last_train_step(cell_dir), "provenance": provenance()}
+    try:
+        config = cell.build_config()
+        record.update(total_steps=config.total_steps, global_batch_size=config.global_batch_size,
+                      image_size=config.data.image_size, compilation_cache_dir=config.compilation_cache_dir)
+        train_and_evaluate(config, cell_dir, progress=progress)
+        record["train_time_s"] = time.perf_counter() - start
+        if last_train_step(cell_dir) < config.total_steps:
+            raise CellInterrupted(f"{cell.name}: training stopped at step {last_train_step(cell_dir)} of "
+                                  f"{config.total_steps}")
+        record["train_images_per_second"] = train_images_per_second(cell_dir)
+        evaluate_start = time.perf_counter()
+        record["step"], record["evaluations"] = _evaluate(cell, cell_dir)
+        record["evaluate_time_s"] = time.perf_counter() - evaluate_start
+        record.update(model_costs(config))
+        record.update(status=DONE, error=None)
+    except CellInterrupted:
+        raise
+    except Exception as error:  # noqa: BLE001 - a failed cell is recorded and the grid goes on
+        atomic_io.write_text(os.path.join(cell_dir, ERROR_LOG), traceback.format_exc())
+        record.update(status=FAILED, error=_one_line(error))
+    record.update(wall_time_s=time.perf_counter() - start, finished=now())
+    if claim is not None and not claim.check():
+        raise ClaimLost(f"{cell.name}: another worker took this cell over; not recording this run")
+    atomic_io.write_json(os.path.join(cell_dir, RECORD), record)
+    return record
+
+
+def failure_record(cell: Cell, grid_name: str, error: str, wall_time_s: float) -> dict[str, Any]:
+    """The record of a cell whose process died before it could write one (killed, out of memory)."""
+    return {"name": cell.name, "grid": grid_name, "factors": dict(cell.factors), "config": cell.config,
+            "overrides": dict(cell.overrides), "status": FAILED, "error": error, "wall_time_s": wall_time_s,
+            "finished": now(), "provenance": provenance()}
+
+
+def exit_lost() -> None:
+    """What a worker does when its claim was taken over: it stops at once, recording nothing."""
+    print("another worker took this cell over (this process was stalled past the claim timeout); stopping "
+          "without recording", file=sys.stderr, flush=True)
+    os._exit(EXIT_LOST)  # at once: a checkpoint written now would land in the new owner's workdir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cell", required=True, help="the cell as JSON (grid.Cell.to_json)")
+    parser.add_argument("--cell_dir", required=True)
+    parser.add_argument("--claim", required=True, help="the claim file the runner took for this cell")
+    parser.add_argument("--grid", required=True, help="the grid's name")
+    parser.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT_S)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("asemble_jax").setLevel(logging.INFO)
+
+    claim = Claim.adopt(args.claim)
+    claim.start_heartbeat(args.heartbeat, on_lost=exit_lost)
+    try:
+        record = execute_cell(Cell.from_json(json.loads(args.cell)), args.cell_dir, grid_name=args.grid,
+                              claim=claim)
+    except CellInterrupted as interrupted:
+        print(f"interrupted: {interrupted}", file=sys.stderr)
+        claim.release()
+        return EXIT_INTERRUPTED
+    except ClaimLost as lost:
+        print(f"lost: {lost}", file=sys.stderr)
+        return EXIT_LOST
+    claim.release()
+    if record["status"] == FAILED:
+        print(f"failed: {record['error']}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_DONE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Claim files: several workers share one grid workdir (one machine or a shared filesystem) and never run the same
+cell at once, and a worker that dies does not hold its cell for ever.
+
+A cell's claims are files `claim.<generation>` in the cell's folder. A worker owns the cell while its claim has the
+highest generation and its modification time is fresh: a heartbeat thread touches it every `interval` seconds.
+To take a cell a worker creates the next generation with os.open(O_CREAT | O_EXCL), which exactly one worker can
+do: a free cell (no claim) is taken with generation 0, a stale one (highest claim untouched for `stale_after`
+seconds: its worker died) with the generation above. So two workers that both judge a claim stale race for the
+same new file, and one of them loses; and a worker that was only paused, not dead, finds on its next heartbeat
+that a higher generation exists and knows that it lost the cell.
+
+Staleness compares the claim's modification time (set by the filesystem) with this machine's clock, so on a
+shared filesystem `stale_after` must exceed the clock skew between machines as well as the heartbeat interval.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import socket
+import threading
+import time
+from typing import Callable
+
+_CLAIM = re.compile(r"claim\.(\d+)")
+DEFAULT_STALE_AFTER_S = 600.0
+DEFAULT_HEARTBEAT_S = 30.0
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimState:
+    """The newest claim of a cell: none, held by a live worker, or stale (its worker stopped touching it)."""
+    generation: int | None
+    age_s: float | None
+    owner: str | None
+    stale: bool
+
+    @property
+    def held(self) -> bool:
+        return self.generation is not None and not self.stale
+
+
+def _generations(directory: str) -> list[int]:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(int(m.group(1)) for m in map(_CLAIM.fullmatch, names) if m)
+
+
+def _path(directory: str, generation: int) -> str:
+    return os.path.join(directory, f"claim.{generation}")
+
+
+def _owner(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return json.load(f).get("owner")
+    except (OSError, ValueError):  # being written, or removed meanwhile
+        return None
+
+
+def inspect(directory: str, *, stale_after: float = DEFAULT_STALE_AFTER_S,
+            clock: Callable[[], float] = time.time) -> ClaimState:
+    for _ in range(3):  # the newest claim can be released between listing and stat: look again
+        generations = _generations(directory)
+        if not generations:
+            return ClaimState(None, None, None, False)
+        path = _path(directory, generations[-1])
+        try:
+            age = clock() - os.stat(path).st_mtime
+        except FileNotFoundError:
+            continue
+        return ClaimState(generations[-1], age, _owner(path), age > stale_after)
+    return ClaimState(None, None, None, False)
+
+
+class Claim:
+    """A claim this process holds. `lost` is set when another worker took the cell over (a higher generation
+    appeared, or this claim file vanished): whatever this worker does then must not be recorded."""
+
+    def __init__(self, directory: str, generation: int):
+        self.directory = directory
+        self.generation = generation
+        self.path = _path(directory, generation)
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def adopt(cls, path: str) -> Claim:
+        """The claim at `path`, held on behalf of this process (a cell subprocess adopting its runner's claim)."""
+        match = _CLAIM.fullmatch(os.path.basename(path))
+        if not match:
+            raise ValueError(f"{path} is not a claim file")
+        return cls(os.path.dirname(path), int(match.group(1)))
+
+    def check(self) -> bool:
+        """Touches the claim; False (and `lost` set) when this process no longer owns the cell."""
+        if not self.lost.is_set():
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                self.lost.set()
+            if any(g > self.generation for g in _generations(self.directory)):
+                self.lost.set()
+        return not self.lost.is_set()
+
+    def start_heartbeat(self, interval: float = DEFAULT_HEARTBEAT_S,
+                        on_lost: Callable[[], None] | None = None) -> None:
+        def beat():
+            while not self._stop.wait(interval):
+                if not self.check():
+                    if on_lost is not None:
+                        on_lost()
+                    return
+
+        self._thread = threading.Thread(target=beat, name=f"heartbeat {self.path}", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        """Stops the heartbeat and removes the claim file unless another worker has taken the cell over."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        if not self.lost.is_set():
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+def try_claim(directory: str, *, stale_after: float = DEFAULT_STALE_AFTER_S, owner: str | None = None,
+              clock: Callable[[], float] = time.time) -> Claim | None:
+    """Takes the cell in `directory` if it is free or its claim is stale; None when a live worker holds it or
+    another worker won the race for it."""
+    os.makedirs(directory, exist_ok=True)
+    state = inspect(directory, stale_after=stale_after, clock=clock)
+    if state.held:
+        return None
+    generation = 0 if state.generation is None else state.generation + 1
+    try:
+        fd = os.open(_path(directory, generation), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return None
+    with os.fdopen(fd, "w") as f:
+        json.dump({"owner": owner or worker_id(), "claimed": time.time()}, f)
+    for older in _generations(directory):
+        if older < generation:
+            try:
+                os.unlink(_path(directory, older))
+            except FileNotFoundError:
+                pass
+    return Claim(directory, generation)

@@ -1,0 +1,290 @@
+"""Runs a grid in a workdir: each cell in its own sub-workdir, finished cells skipped, interrupted ones resumed
+(by the trainer's own resume), failed ones recorded with their error while the grid goes on, and several workers
+on one workdir never running the same cell (claims.py).
+
+Each cell runs as a subprocess by default: a crash, an out-of-memory kill or a leak in one cell cannot take the
+rest of the grid with it, and the cell's output goes to its own cell.log. What subprocesses lose, JAX's in-memory
+caches, matters little here: the expensive part is XLA compilation, and the trainer's persistent compilation cache
+(config field compilation_cache_dir, shared by every cell) keeps it across processes, so seeds 1, 2, ... of a
+variant reuse the programs compiled for seed 0. `in_process=True` runs cells in this process instead (no
+interpreter and JAX start-up per cell; one crash ends the worker).
+
+workdir layout: grid.json (the expanded grid; a second worker with a different grid is refused) and one folder
+per cell (its name) with the trainer's files, claim.<n> while a worker holds it, cell.json once finished
+(status done or failed), cell.log (subprocess output) and error.log (a failed cell's traceback).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+from asemble_jax import atomic_io
+from asemble_jax.ablation import cell as cell_lib
+from asemble_jax.ablation import claims
+from asemble_jax.ablation.grid import Cell, Grid, GridError
+
+GRID_RECORD = "grid.json"
+PENDING, DONE, FAILED, RUNNING, STALE, PARTIAL = "pending", "done", "failed", "running", "stale", "partial"
+
+
+class RunnerError(RuntimeError):
+    """A grid that cannot be run in this workdir; the message is the one line a user needs."""
+
+
+def cell_dir(workdir: str, cell: Cell) -> str:
+    return os.path.join(workdir, *cell.name.split("/"))
+
+
+def cell_status(workdir: str, cell: Cell, *, stale_after: float = claims.DEFAULT_STALE_AFTER_S) -> str:
+    """done / failed (it has a record); running (a live claim); stale (its worker died: it will be resumed);
+    partial (started before, no claim: it will be resumed); pending."""
+    directory = cell_dir(workdir, cell)
+    record = cell_lib.read_record(directory)
+    if record is not None:
+        return record["status"]
+    state = claims.inspect(directory, stale_after=stale_after)
+    if state.held:
+        return RUNNING
+    if state.stale:
+        return STALE
+    return PARTIAL if os.path.exists(os.path.join(directory, "metrics.jsonl")) else PENDING
+
+
+def command_line(grid: Grid, workdir: str, overrides: Mapping[str, Any]) -> str:
+    """The command that runs this grid here, for the tables' provenance."""
+    parts = ["python", "scripts/run_ablations.py", f"--grid={grid.spec}", f"--workdir={workdir}"]
+    parts += [f"--config.{key}={value}" for key, value in overrides.items()]
+    return shlex.join(parts)
+
+
+def write_grid_record(grid: Grid, workdir: str, command: str) -> None:
+    """Stores the expanded grid, or refuses a workdir that holds another grid (its tables would mix two)."""
+    path = os.path.join(workdir, GRID_RECORD)
+    # Written completely under a private name, then linked: of two workers starting at once, exactly one
+    # creates grid.json and the other compares against it.
+    private = f"{path}.{claims.worker_id().replace(':', '_')}"
+    atomic_io.write_json(private, {**grid.to_json(), "command": command})
+    try:
+        os.link(private, path)
+        return
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(private)
+    stored, _ = read_grid_record(workdir)
+    stored_cells = {cell.name: cell.identity() for cell in stored.cells}
+    cells = {cell.name: cell.identity() for cell in grid.cells}
+    if stored.name != grid.name or stored_cells != cells:
+        differing = sorted(name for name in set(stored_cells) | set(cells) if stored_cells.get(name) != cells.get(name))
+        raise RunnerError(f"{workdir} holds grid {stored.spec!r} whose cells differ from {grid.spec!r} "
+                          f"(e.g. {differing[0]}); use another workdir for another grid or other overrides")
+
+
+def read_grid_record(workdir: str) -> tuple[Grid, str]:
+    """(grid, the command that first ran it) of a grid workdir."""
+    path = os.path.join(workdir, GRID_RECORD)
+    if not os.path.exists(path):
+        raise RunnerError(f"{workdir}: no {GRID_RECORD}; is this a grid workdir (scripts/run_ablations.py)?")
+    with open(path) as f:
+        payload = json.load(f)
+    return Grid.from_json(payload), payload.get("command", "")
+
+
+def describe(grid: Grid, cells: tuple[Cell, ...], workdir: str, *, stale_after: float) -> str:
+    """The dry run's listing: every selected cell with its status, config and test sets."""
+    lines = [f"grid {grid.name} ({grid.spec}): {len(cells)} of {len(grid.cells)} cells in {workdir}"]
+    for cell in cells:
+        overrides = " ".join(f"{k}={v}" for k, v in cell.overrides.items())
+        tests = ", ".join(f"{e.role}={e.dataset}:{e.split}" for e in cell.evaluations)
+        lines.append(f"  {cell_status(workdir, cell, stale_after=stale_after):<8} {cell.name}\n"
+                     f"           {cell.config} {overrides}\n           tests: {tests}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+@dataclasses.dataclass
+class Progress:
+    """Counts over the selected cells and an ETA from the cells finished so far."""
+    total: int
+    workdir: str
+    stale_after: float
+    finished_here: list[float] = dataclasses.field(default_factory=list)  # wall times of cells this worker ran
+
+    def line(self, cells: tuple[Cell, ...]) -> str:
+        statuses = [cell_status(self.workdir, c, stale_after=self.stale_after) for c in cells]
+        counts = {s: statuses.count(s) for s in (DONE, FAILED, RUNNING)}
+        remaining = self.total - counts[DONE] - counts[FAILED]
+        times = self.finished_here or [r["wall_time_s"] for c in cells
+                                       if (r := cell_lib.read_record(cell_dir(self.workdir, c)))
+                                       and r["status"] == DONE]
+        eta = "unknown"
+        if times:
+            workers = max(1, counts[RUNNING])
+            eta = _duration(remaining * sum(times) / len(times) / workers)
+        return (f"[{counts[DONE]} done, {counts[FAILED]} failed, {counts[RUNNING]} running, {remaining} to go "
+                f"of {self.total}; ETA {eta}]")
+
+
+@dataclasses.dataclass
+class Summary:
+    ran: list[str] = dataclasses.field(default_factory=list)
+    failed: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)  # finished before, or held by another worker
+    interrupted: bool = False
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT: stop after the current cell, and make the cell's training stop early: a SIGTERM to a cell
+    subprocess, or, in process, a SIGINT turned into the SIGTERM that the trainer catches (it saves a checkpoint
+    and returns; the runner then sees an unfinished run)."""
+
+    def __init__(self, in_process: bool):
+        self.in_process = in_process
+        self.raised = False
+        self.child: subprocess.Popen | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = True
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signal.SIGTERM)
+        elif self.in_process and signum == signal.SIGINT:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _tail(path: str, lines: int = 5) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return " | ".join(line.strip() for line in f.readlines()[-lines:] if line.strip())
+    except FileNotFoundError:
+        return ""
+
+
+def _run_subprocess(cell: Cell, directory: str, claim: claims.Claim, grid: Grid, stop: _StopFlag,
+                    heartbeat: float) -> str:
+    """Runs the cell in a child process, which adopts the claim; returns done / failed / interrupted / lost."""
+    command = [sys.executable, "-m", "asemble_jax.ablation.cell", f"--cell={json.dumps(cell.to_json())}",
+               f"--cell_dir={directory}", f"--claim={claim.path}", f"--grid={grid.name}", f"--heartbeat={heartbeat}"]
+    start = time.perf_counter()
+    log_path = os.path.join(directory, cell_lib.LOG)
+    with open(log_path, "a") as log:
+        # Its own session: a Ctrl-C in the terminal reaches only this runner, which passes on a SIGTERM.
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stop.child = child
+        code = child.wait()
+        stop.child = None
+    if code == cell_lib.EXIT_INTERRUPTED:
+        return "interrupted"
+    if code == cell_lib.EXIT_LOST:
+        return "lost"
+    if code in (cell_lib.EXIT_DONE, cell_lib.EXIT_FAILED):
+        return DONE if code == cell_lib.EXIT_DONE else FAILED
+    claim.release()
+    if stop.raised:  # killed by the signal we passed on before the trainer could catch it
+        return "interrupted"
+    reason = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+    if code == -signal.SIGKILL:
+        reason += " (out of memory?)"
+    error = f"cell process {reason}; last output: {_tail(log_path)}"
+    atomic_io.write_json(os.path.join(directory, cell_lib.RECORD),
+                         cell_lib.failure_record(cell, grid.name, error, time.perf_counter() - start))
+    return FAILED
+
+
+def _run_in_process(cell: Cell, directory: str, claim: claims.Claim, grid: Grid, heartbeat: float,
+                    progress: bool) -> str:
+    claim.start_heartbeat(heartbeat, on_lost=cell_lib.exit_lost)
+    try:
+        record = cell_lib.execute_cell(cell, directory, grid_name=grid.name, claim=claim, progress=progress)
+    except cell_lib.CellInterrupted:
+        return "interrupted"
+    except cell_lib.ClaimLost:
+        return "lost"
+    finally:
+        claim.release()
+    return record["status"]
+
+
+def run_grid(grid: Grid, workdir: str, *, only: str | None = None, in_process: bool = False,
+             retry_failed: bool = False, stale_after: float = claims.DEFAULT_STALE_AFTER_S,
+             heartbeat: float = claims.DEFAULT_HEARTBEAT_S, command: str = "",
+             report: Callable[[str], None] = print) -> Summary:
+    """Runs every selected cell that is neither finished nor held by a live worker, in grid order."""
+    if heartbeat >= stale_after:
+        raise RunnerError(f"heartbeat ({heartbeat} s) must be shorter than stale_after ({stale_after} s)")
+    try:
+        cells = grid.select(only)
+    except GridError as error:
+        raise RunnerError(str(error)) from None
+    os.makedirs(workdir, exist_ok=True)
+    write_grid_record(grid, workdir, command or command_line(grid, workdir, {}))
+    progress = Progress(len(cells), workdir, stale_after)
+    summary = Summary()
+    finished = {DONE} if retry_failed else {DONE, FAILED}
+    with _StopFlag(in_process) as stop:
+        for cell in cells:
+            if stop.raised:
+                summary.interrupted = True
+                break
+            directory = cell_dir(workdir, cell)
+            if cell_status(workdir, cell, stale_after=stale_after) in finished:
+                summary.skipped.append(cell.name)
+                continue
+            claim = claims.try_claim(directory, stale_after=stale_after)
+            if claim is None:
+                summary.skipped.append(cell.name)
+                continue
+            # Another worker may have finished it between the status check and the claim.
+            record = cell_lib.read_record(directory)
+            if record is not None and record["status"] in finished:
+                claim.release()
+                summary.skipped.append(cell.name)
+                continue
+            report(f"{progress.line(cells)} starting {cell.name}")
+            start = time.perf_counter()
+            if in_process:
+                outcome = _run_in_process(cell, directory, claim, grid, heartbeat, progress=sys.stderr.isatty())
+            else:
+                outcome = _run_subprocess(cell, directory, claim, grid, stop, heartbeat)
+            elapsed = time.perf_counter() - start
+            if outcome == "interrupted":
+                summary.interrupted = True
+                report(f"{cell.name}: interrupted after {_duration(elapsed)}; rerun the command to resume it")
+                break
+            if outcome == "lost":
+                report(f"{cell.name}: another worker took this cell over; not recorded here")
+                continue
+            summary.ran.append(cell.name)
+            if outcome == FAILED:
+                summary.failed.append(cell.name)
+                error = (cell_lib.read_record(directory) or {}).get("error")
+                report(f"{cell.name}: FAILED after {_duration(elapsed)}: {error} (details in {directory}/)")
+            else:
+                progress.finished_here.append(elapsed)
+                report(f"{cell.name}: done in {_duration(elapsed)}")
+    report(f"{progress.line(cells)} this worker ran {len(summary.ran)} cell(s), {len(summary.failed)} failed"
+           + (", stopped by a signal" if summary.interrupted else ""))
+    return summary
