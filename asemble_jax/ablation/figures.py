@@ -1,0 +1,55 @@
+"""Figures of a grid's tables: each arm's paired difference from the reference with its interval, and ROC curves
+of every arm's runs overlaid."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
+
+from asemble_jax import atomic_io
+from asemble_jax.ablation.grid import TableSpec
+from asemble_jax.ablation.tables import METRIC_LABELS, Table
+
+
+def plot_differences(table: Table, spec: TableSpec, path: str, title: str) -> None:
+    """One panel per metric: a bar per arm at its Δ from the reference, whiskers at its 95% interval."""
+    rows = [row for row in table.rows if row.difference]
+    figure = Figure(figsize=(2.6 * len(spec.metrics) + 1.2, 0.45 * max(len(rows), 1) + 1.6))
+    panels = figure.subplots(1, len(spec.metrics), sharey=True, squeeze=False)[0]
+    positions = np.arange(len(rows))
+    for axes, metric in zip(panels, spec.metrics):
+        differences = [row.difference[metric] for row in rows]
+        values = np.array([d.difference for d in differences])
+        errors = np.array([[d.difference - d.low for d in differences], [d.high - d.difference for d in differences]])
+        colours = ["tab:red" if d.high < 0 else "tab:green" if d.low > 0 else "tab:grey" for d in differences]
+        axes.barh(positions, np.nan_to_num(values), xerr=np.nan_to_num(errors), color=colours, capsize=3)
+        axes.axvline(0, color="black", linewidth=0.8)
+        axes.set(xlabel=f"Δ {METRIC_LABELS[metric]}", yticks=positions,
+                 yticklabels=[row.arm for row in rows])
+        axes.invert_yaxis()
+    figure.suptitle(f"{title}: {spec.arm} − {spec.reference} (95% CI; red/green: interval excludes 0)",
+                    fontsize="medium")
+    figure.tight_layout()
+    atomic_io.save_figure(figure, path, dpi=120)
+
+
+def plot_roc(table: Table, path: str, title: str) -> None:
+    """Every run's ROC curve, one colour per arm (its seeds as separate thin curves)."""
+    figure = Figure(figsize=(5, 5))
+    axes = figure.add_subplot()
+    colours = [f"C{i % 10}" for i in range(len(table.rows))]
+    for colour, row in zip(colours, table.rows):
+        mean_auc = row.mean.get("auc", math.nan)
+        for i, predictions in enumerate(table.runs[row.arm].values()):
+            if len(np.unique(predictions.labels)) < 2:
+                continue
+            fpr, tpr, _ = roc_curve(predictions.labels, predictions.probabilities)
+            axes.plot(fpr, tpr, color=colour, linewidth=1.0, alpha=0.7,
+                      label=f"{row.arm} (mean AUC {mean_auc:.3f})" if i == 0 else None)
+    axes.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+    axes.set(xlabel="1 − specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01), title=title)
+    axes.legend(loc="lower right", fontsize="small")
+    figure.tight_layout()
+    atomic_io.save_figure(figure, path, dpi=120)

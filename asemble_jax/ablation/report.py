@@ -1,0 +1,94 @@
+"""Writes a grid workdir's tables and figures to a folder: tables.md (every table with its caption and figures),
+tables.csv (long form, unrounded), tables.tex (one LaTeX table per test set), paired_tests.csv (baseline grids:
+per-seed McNemar and DeLong), <table>_differences.png and <table>_roc.png. Every file says which grid, command,
+git commit, package versions and date it comes from."""
+from __future__ import annotations
+
+import os
+import statistics
+from typing import Any
+
+from asemble_jax import atomic_io
+from asemble_jax.ablation import figures, tables
+from asemble_jax.ablation.cell import DONE, FAILED
+from asemble_jax.ablation.provenance import git_commit, now, package_versions
+from asemble_jax.ablation.runner import read_grid_record
+
+MAX_LISTED = 20  # failed or incomplete cells listed by name; the rest are counted
+
+
+def _distinct(records: list[dict[str, Any]], key: str) -> str:
+    values = sorted({str(r.get("provenance", {}).get(key)) for r in records if r.get("provenance")})
+    return ", ".join(values) or "unknown"
+
+
+def _cell_versions(records: list[dict[str, Any]]) -> str:
+    versions: dict[str, set[str]] = {}
+    for record in records:
+        for name, version in record.get("provenance", {}).get("versions", {}).items():
+            versions.setdefault(name, set()).add(version)
+    return ", ".join(f"{name} {'/'.join(sorted(v))}" for name, v in versions.items()) or "unknown"
+
+
+def _listed(items: list[str]) -> list[str]:
+    shown = [f"- {item}" for item in items[:MAX_LISTED]]
+    return shown + ([f"- ... and {len(items) - MAX_LISTED} more"] if len(items) > MAX_LISTED else [])
+
+
+def provenance_lines(collected: tables.Collected, grid_command: str, table_command: str) -> list[str]:
+    grid, records = collected.grid, collected.records
+    done = [r for r in records if r["status"] == DONE]
+    failed = [r for r in records if r["status"] == FAILED]
+    lines = [f"Grid `{grid.spec}` ({grid.name}): {len(grid.cells)} cells, {len(done)} done, {len(failed)} failed, "
+             f"{len(grid.cells) - len(records)} not finished. Run with `{grid_command}`."]
+    if done:
+        walls = [r["wall_time_s"] for r in done]
+        lines.append(f"Cell wall time (done cells, as each cell recorded it): total {sum(walls) / 3600:.2f} h, "
+                     f"median {statistics.median(walls) / 60:.1f} min per cell. Cells ran at git commit(s) "
+                     f"{_distinct(done, 'git_commit')} on {_distinct(done, 'machine')}, with "
+                     f"{_cell_versions(done)}.")
+    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
+    lines.append(f"Tables made with `{table_command}` on {now()} at git commit {git_commit()} ({versions}).")
+    return lines
+
+
+def write_tables(workdir: str, out: str, *, command: str, threshold: str = "0.5", n_resamples: int = 2000,
+                 seed: int = 0) -> tables.Collected:
+    grid, grid_command = read_grid_record(workdir)
+    collected = tables.collect(workdir, grid, threshold=threshold, n_resamples=n_resamples, seed=seed)
+    spec = grid.table
+    header = provenance_lines(collected, grid_command, command)
+    failed = [f"{r['name']}: {r.get('error')}" for r in collected.records if r["status"] == FAILED]
+
+    md = [f"# {grid.name}: {spec.arm} vs {spec.reference}", "", *header, ""]
+    if grid.notes:
+        md += [grid.notes, ""]
+    if failed:
+        md += ["Failed cells (left out):", *_listed(failed), ""]
+    if collected.incomplete:
+        md += ["Seeds left out because some of their cells are not done:", *_listed(collected.incomplete), ""]
+    if not collected.tables:
+        md += ["No cell has finished yet.", ""]
+    tex = ["% " + line for line in header] + [""]
+    for table in collected.tables:
+        name = tables.slug(table)
+        title = ", ".join([*(str(v) for _, v in table.group), table.role])
+        text = tables.caption(table, spec, threshold=threshold, n_resamples=n_resamples)
+        differences_png, roc_png = f"{name}_differences.png", f"{name}_roc.png"
+        if any(row.difference for row in table.rows):
+            figures.plot_differences(table, spec, os.path.join(out, differences_png), title)
+        figures.plot_roc(table, os.path.join(out, roc_png), title)
+        md += [f"## {title}", "", text, "", tables.markdown(table, spec)]
+        if any(row.difference for row in table.rows):
+            md.append(f"![differences from {spec.reference}]({differences_png}) ")
+        md += [f"![ROC curves]({roc_png})", ""]
+        tex.append(tables.latex(table, spec, f"{grid.name}, {title}. {text}", f"{grid.name}_{name}"))
+
+    atomic_io.write_text(os.path.join(out, "tables.md"), "\n".join(md))
+    atomic_io.write_text(os.path.join(out, "tables.tex"), "\n".join(tex))
+    atomic_io.write_text(os.path.join(out, "tables.csv"),
+                         tables.to_csv(*tables.csv_rows(collected.tables, spec), header))
+    if {"mcnemar", "delong"} & set(spec.tests):
+        atomic_io.write_text(os.path.join(out, "paired_tests.csv"),
+                             tables.to_csv(*tables.paired_test_rows(collected.tables), header))
+    return collected
