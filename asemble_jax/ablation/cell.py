@@ -130,8 +130,8 @@ def execute_cell(cell: Cell, cell_dir: str, *, grid_name: str, claim: Claim | No
         train_and_evaluate(config, cell_dir, progress=progress)
         record["train_time_s"] = time.perf_counter() - start
         if last_train_step(cell_dir) < config.total_steps:
-            raise CellInterrupted(f"{cell.name}: training stopped at step {last_train_step(cell_dir)} of "
-                                  f"{config.total_steps}")
+            raise CellInterrupted(f"{cell.name}: training stopped before step {config.total_steps} (last logged "
+                                  f"step {last_train_step(cell_dir)}); its checkpoint resumes it")
         record["train_images_per_second"] = train_images_per_second(cell_dir)
         evaluate_start = time.perf_counter()
         record["step"], record["evaluations"] = _evaluate(cell, cell_dir)

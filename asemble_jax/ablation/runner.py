@@ -16,6 +16,7 @@ per cell (its name) with the trainer's files, claim.<n> while a worker holds it,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shlex
@@ -83,9 +84,20 @@ def write_grid_record(grid: Grid, workdir: str, command: str) -> None:
     stored_cells = {cell.name: cell.identity() for cell in stored.cells}
     cells = {cell.name: cell.identity() for cell in grid.cells}
     if stored.name != grid.name or stored_cells != cells:
-        differing = sorted(name for name in set(stored_cells) | set(cells) if stored_cells.get(name) != cells.get(name))
-        raise RunnerError(f"{workdir} holds grid {stored.spec!r} whose cells differ from {grid.spec!r} "
-                          f"(e.g. {differing[0]}); use another workdir for another grid or other overrides")
+        raise RunnerError(f"{workdir} holds another grid ({stored.spec!r}; {_first_difference(stored_cells, cells)}); "
+                          "use another workdir for another grid or other overrides")
+
+
+def _first_difference(stored: dict[str, dict], new: dict[str, dict]) -> str:
+    for name in sorted(set(stored) | set(new)):
+        if name not in new:
+            return f"cell {name} is not in this grid"
+        if name not in stored:
+            return f"cell {name} was not in it"
+        for field in sorted(set(stored[name]) | set(new[name])):
+            if stored[name].get(field) != new[name].get(field):
+                return f"cell {name}: {field} was {stored[name].get(field)}, now {new[name].get(field)}"
+    return "another grid name"
 
 
 def read_grid_record(workdir: str) -> tuple[Grid, str]:
@@ -231,7 +243,7 @@ def _run_in_process(cell: Cell, directory: str, claim: claims.Claim, grid: Grid,
 def run_grid(grid: Grid, workdir: str, *, only: str | None = None, in_process: bool = False,
              retry_failed: bool = False, stale_after: float = claims.DEFAULT_STALE_AFTER_S,
              heartbeat: float = claims.DEFAULT_HEARTBEAT_S, command: str = "",
-             report: Callable[[str], None] = print) -> Summary:
+             report: Callable[[str], None] = functools.partial(print, flush=True)) -> Summary:
     """Runs every selected cell that is neither finished nor held by a live worker, in grid order."""
     if heartbeat >= stale_after:
         raise RunnerError(f"heartbeat ({heartbeat} s) must be shorter than stale_after ({stale_after} s)")
