@@ -22,9 +22,9 @@ MODES = ("shard_map", "pmap")
 
 
 def initialize_distributed() -> None:
-    """Joins a multi-process job when the environment describes one (TPU VM slice, or explicit coordinator)."""
-    multi_worker_tpu = "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    if multi_worker_tpu or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    """Joins a multi-process job when asked to (ASEMBLE_MULTIHOST=1, set by scripts/run_tpu.sh, where JAX finds
+    the TPU slice's workers itself) or when a coordinator address is given explicitly."""
+    if os.environ.get("ASEMBLE_MULTIHOST") == "1" or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize()
 
 
@@ -117,6 +117,15 @@ class DataParallel:
         return jax.tree.map(
             lambda x: np.concatenate([np.asarray(s.data) for s in sorted(
                 x.addressable_shards, key=lambda s: s.index[0].start or 0)]), outputs)
+
+
+def gather_from_processes(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each process's equally long arrays, concatenated over processes (in process order) on every process."""
+    if jax.process_count() == 1:
+        return arrays
+    from jax.experimental import multihost_utils
+
+    return {name: np.asarray(multihost_utils.process_allgather(value, tiled=True)) for name, value in arrays.items()}
 
 
 def synchronise_batch_norm(model: Any) -> Any:

@@ -208,7 +208,7 @@ class _EvalExample:
             "label": np.int32(record["label"]),
             "valid": np.bool_(True),
             "index": np.int64(index),
-            "patient_id": np.str_(_text(record["patient_id"])),
+            "patient_id": np.str_(text(record["patient_id"])),
         }
         if self.with_mask:
             example["lesion_mask"] = _mask(record, self.image_size)[..., None]
@@ -227,7 +227,8 @@ class _EvalExample:
         return example
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A stored Text feature as str (data sources return bytes)."""
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 

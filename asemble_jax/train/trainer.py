@@ -104,17 +104,22 @@ class _PreemptionFlag:
 
 
 def predict_split(dp: parallel.DataParallel, predict_fn, state, source, *, batch_size: int, image_size: int):
-    """Positive-class probabilities, labels and patient ids of every example of `source`, each exactly once."""
-    probabilities, labels, patients = [], [], []
+    """Positive-class probabilities, labels and patient ids of every example of `source`, each exactly once, in
+    source order, on every process (each process predicts its own share; the shares are then gathered)."""
+    probabilities, labels, indices = [], [], []
     for batch in pipeline.eval_batches(source, batch_size=batch_size, image_size=image_size,
                                        process_index=jax.process_index(), process_count=jax.process_count()):
-        inputs = dp.put_batch({"image": batch["image"]})
-        probs = dp.get_outputs(predict_fn(state, inputs))
-        valid = np.asarray(batch["valid"], bool)
-        probabilities.append(probs[valid, 1])
-        labels.append(np.asarray(batch["label"])[valid])
-        patients.append(np.asarray(batch["patient_id"])[valid])
-    return np.concatenate(probabilities), np.concatenate(labels), np.concatenate(patients)
+        probs = dp.get_outputs(predict_fn(state, dp.put_batch({"image": batch["image"]})))
+        probabilities.append(probs[:, 1])
+        labels.append(np.asarray(batch["label"]))
+        indices.append(np.where(batch["valid"], batch["index"], -1))
+    gathered = parallel.gather_from_processes({"probability": np.concatenate(probabilities),
+                                               "label": np.concatenate(labels), "index": np.concatenate(indices)})
+    keep = gathered["index"] >= 0
+    order = np.argsort(gathered["index"][keep], kind="stable")
+    index = gathered["index"][keep][order]
+    patients = np.array([pipeline.text(source[int(i)]["patient_id"]) for i in index])
+    return gathered["probability"][keep][order], gathered["label"][keep][order], patients
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False,

@@ -13,9 +13,9 @@ from typing import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
 from asemble_jax.data import examples, phantom
+from asemble_jax.data.builders import ProjectBuilder
 from asemble_jax.data.preprocess import preprocess
 
 SOURCE = "synthetic_sij"
@@ -46,17 +46,8 @@ class SyntheticSijConfig(tfds.core.BuilderConfig):
 _SHIFTED = dict(contrast=phantom.SHIFTED_CONTRAST, noise=0.06, fov=1.25, bias=0.35, slices_per_patient=8)
 
 
-class SyntheticSij(tfds.core.GeneratorBasedBuilder):
+class SyntheticSij(ProjectBuilder):
     """Phantom SIJ slices, healthy vs AS, with per-slice lesion masks."""
-
-    # TFDS finds README.md and CITATIONS.bib through importlib.resources, which fails on the namespace package
-    # `asemble_datasets` of an editable install; naming this module's own file works for every install.
-    pkg_dir_path = epath.Path(__file__).parent
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        return epath.Path(__file__)
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Axial and coronal phantoms, shifted external-test stand-ins, patient-level splits."}
