@@ -93,18 +93,24 @@ def main(argv=None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on "
                    f"{jax.devices()[0].platform}",
         "checkpoint_step": predictor.step, "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        "test": {name: {m: report["thresholds"]["0.5"][m] for m in ("auc", "accuracy", "recall", "specificity")}
+        "load_average_1min_at_end": round(os.getloadavg()[0], 1),
+        "test": {name: {"slice_level": {m: report["thresholds"]["0.5"][m]
+                                        for m in ("auc", "accuracy", "recall", "specificity")},
+                        "patient_level_auc": (report["patient_level"] or {}).get("auc")}
                  for name, report in reports.items()},
     }
     atomic_io.write_json(os.path.join(args.out, "metrics.json"), summary)
 
-    print(f"\n{'test set':<24}{'n':>6}{'AUC (95% CI)':>24}{'accuracy':>10}{'sensitivity':>13}{'specificity':>13}")
+    print(f"\n{'test set':<24}{'slices':>7}{'slice AUC (95% CI)':>26}{'accuracy':>10}{'sensitivity':>13}"
+          f"{'specificity':>13}{'patient AUC (95% CI)':>28}")
     for name, report in reports.items():
         block = report["thresholds"]["0.5"]
-        auc = block["auc"]
-        print(f"{name:<24}{report['n']:>6}{auc['estimate']:>9.3f} ({auc['ci_low']:.3f}-{auc['ci_high']:.3f})"
+        auc, patient_auc = block["auc"], (report["patient_level"] or {}).get("auc")
+        patient = (f"{patient_auc['estimate']:.3f} ({patient_auc['ci_low']:.3f}-{patient_auc['ci_high']:.3f})"
+                   if patient_auc else "n/a")
+        print(f"{name:<24}{report['n']:>7}{auc['estimate']:>11.3f} ({auc['ci_low']:.3f}-{auc['ci_high']:.3f})"
               f"{block['accuracy']['estimate']:>10.3f}{block['recall']['estimate']:>13.3f}"
-              f"{block['specificity']['estimate']:>13.3f}")
+              f"{block['specificity']['estimate']:>13.3f}{patient:>28}")
     print(f"\nwrote {args.out}/ (samples.png, training_curve.png, metrics.json, eval/); timings: "
           f"{json.dumps(summary['timings_s'])}")
     return 0
