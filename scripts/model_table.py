@@ -15,11 +15,10 @@ import pathlib
 import sys
 import tempfile
 
-import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from asemble_jax.models import ablation_variants, available_models, count_parameters, create_model, model_arguments
+from asemble_jax.models.registry import forward_gflops
 
 HYBRID = "asemblenet"
 HYBRID_PRESETS = ("tiny", "small", "paper")
@@ -27,20 +26,6 @@ HYBRID_PRESETS = ("tiny", "small", "paper")
 
 def abstract_model(name: str, preset: str, **overrides) -> nnx.Module:
     return nnx.eval_shape(lambda: create_model(name, preset, rngs=nnx.Rngs(0), **overrides))
-
-
-def forward_gflops(model: nnx.Module, size: int, in_channels: int = 1) -> float:
-    graphdef, state = nnx.split(model)
-
-    def forward(state, images):
-        return nnx.merge(graphdef, state)(images)[0]
-
-    images = jax.ShapeDtypeStruct((1, size, size, in_channels), jnp.float32)
-    analysis = jax.jit(forward).lower(state, images).compile().cost_analysis()
-    # Older JAX versions return one dict per device program.
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0]
-    return analysis["flops"] / 1e9
 
 
 def describe_hybrid(arguments: dict) -> str:

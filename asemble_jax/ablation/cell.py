@@ -20,8 +20,6 @@ import time
 import traceback
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
@@ -30,7 +28,7 @@ from asemble_jax.ablation.claims import DEFAULT_HEARTBEAT_S, Claim
 from asemble_jax.ablation.grid import Cell
 from asemble_jax.ablation.provenance import now, provenance
 from asemble_jax.evaluation.report import Predictor, evaluate_workdir
-from asemble_jax.models.registry import count_parameters
+from asemble_jax.models.registry import count_parameters, forward_gflops
 from asemble_jax.train.metrics_log import MetricsLog
 from asemble_jax.train.trainer import build_model, train_and_evaluate
 
@@ -78,17 +76,8 @@ def model_costs(config: ml_collections.ConfigDict) -> dict[str, float]:
     input size, evaluation mode, counted by XLA's cost analysis of the compiled program (as
     scripts/model_table.py counts them); the model is built abstractly, nothing is allocated."""
     model = nnx.eval_shape(lambda: build_model(config))
-    graphdef, state = nnx.split(model)
-
-    def forward(state, images):
-        return nnx.merge(graphdef, state)(images, train=False)[0]
-
-    size = config.data.image_size
-    images = jax.ShapeDtypeStruct((1, size, size, config.model.in_channels), jnp.float32)
-    analysis = jax.jit(forward).lower(state, images).compile().cost_analysis()
-    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per device program
-        analysis = analysis[0]
-    return {"params": count_parameters(model), "gflops": analysis["flops"] / 1e9}
+    return {"params": count_parameters(model),
+            "gflops": forward_gflops(model, config.data.image_size, config.model.in_channels)}
 
 
 def _one_line(error: BaseException) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import fnmatch
-import importlib.util
 import json
 import os
 import re
@@ -24,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 
 from asemble_jax.evaluation.metrics import METRIC_NAMES
-from asemble_jax.train.config_file import load_config_file
+from asemble_jax.train.config_file import load_config_file, load_module
 
 _NAME = re.compile(r"[A-Za-z0-9_.+=-]+(/[A-Za-z0-9_.+=-]+)*")
 TABLE_METRICS = ("auc", "accuracy", "f1", "recall", "specificity")
@@ -172,9 +171,7 @@ def load_grid(spec: str) -> Grid:
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise GridError(f"{path}: no such grid file")
-    module_spec = importlib.util.spec_from_file_location(f"_grid_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = load_module(path)
     if not hasattr(module, "get_grid"):
         raise GridError(f"{path}: a grid file defines get_grid(arg) -> Grid")
     return dataclasses.replace(module.get_grid(arg or None), spec=spec)

@@ -29,7 +29,7 @@ from asemble_jax.ablation import cell as cell_lib
 from asemble_jax.ablation.grid import Grid, TableSpec
 from asemble_jax.ablation.runner import cell_dir
 from asemble_jax.data.errors import InputError
-from asemble_jax.evaluation.bootstrap import PairedDifference
+from asemble_jax.evaluation.bootstrap import PairedDifference, two_sided_p_value
 from asemble_jax.evaluation.comparisons import DeLongResult, McNemarResult, delong_test, mcnemar, mcnemar_table
 from asemble_jax.evaluation.metrics import METRIC_NAMES, weighted_metrics
 
@@ -127,7 +127,7 @@ def paired_differences(arm: Mapping[Any, Predictions], reference: Mapping[Any, P
         finite = resampled[name][np.isfinite(resampled[name])]
         if finite.size:
             low, high = np.percentile(finite, [50 * (1 - level), 50 * (1 + level)])
-            p_value = min(1.0, 2 * (min(np.sum(finite <= 0), np.sum(finite >= 0)) + 1) / (finite.size + 1))
+            p_value = two_sided_p_value(finite)
         else:
             low = high = p_value = math.nan
         results[name] = PairedDifference(name, float(estimate[name][0]), float(low), float(high), float(p_value),

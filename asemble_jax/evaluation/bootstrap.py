@@ -132,7 +132,13 @@ def paired_bootstrap(labels: np.ndarray, probabilities_a: np.ndarray, probabilit
     resamples = _resampled_patient_counts(labels.size, n_patients, n_resamples, seed)
     differences = np.concatenate([difference(counts) for counts in resamples])
     low, high, n_valid = _percentiles(differences, level)
+    return PairedDifference(metric, estimate, low, high, two_sided_p_value(differences), level, n_valid, n_patients)
+
+
+def two_sided_p_value(differences: np.ndarray) -> float:
+    """2 * min(P*(d <= 0), P*(d >= 0)) over the finite resampled differences, with one added to counts and total
+    so that a p-value is never reported as exactly 0 from a finite number of resamples."""
     finite = differences[np.isfinite(differences)]
-    at_most_zero, at_least_zero = np.sum(finite <= 0), np.sum(finite >= 0)
-    p_value = min(1.0, 2 * (min(at_most_zero, at_least_zero) + 1) / (finite.size + 1)) if finite.size else float("nan")
-    return PairedDifference(metric, estimate, low, high, float(p_value), level, n_valid, n_patients)
+    if not finite.size:
+        return float("nan")
+    return float(min(1.0, 2 * (min(np.sum(finite <= 0), np.sum(finite >= 0)) + 1) / (finite.size + 1)))

@@ -16,6 +16,7 @@ import pkgutil
 from collections.abc import Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 _MODELS: dict[str, type] = {}
@@ -117,6 +118,21 @@ def create_model(name: str, preset: str = "small", *, rngs: nnx.Rngs, num_classe
 def ablation_variants() -> Mapping[str, Mapping[str, bool]]:
     """The ASembleNet ablation grid (full model, each part removed, each branch alone) as asemblenet overrides."""
     return ABLATION_VARIANTS
+
+
+def forward_gflops(model: nnx.Module, size: int, in_channels: int = 1) -> float:
+    """GFLOPs of one size x size image through `model` in evaluation mode, float32, from XLA's cost analysis of
+    the compiled program (a multiply-add counts as 2). Works on abstract models from nnx.eval_shape."""
+    graphdef, state = nnx.split(model)
+
+    def forward(state, images):
+        return nnx.merge(graphdef, state)(images, train=False)[0]
+
+    images = jax.ShapeDtypeStruct((1, size, size, in_channels), jnp.float32)
+    analysis = jax.jit(forward).lower(state, images).compile().cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per device program
+        analysis = analysis[0]
+    return analysis["flops"] / 1e9
 
 
 def count_parameters(model: nnx.Module, *, include_batch_stats: bool = True) -> int:

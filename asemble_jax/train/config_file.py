@@ -7,11 +7,17 @@ import os
 import ml_collections
 
 
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    path, _, arg = spec.partition(":")
+def load_module(path: str):
+    """Executes a Python file that is not part of a package (a config or grid file) and returns it as a module."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such config file")
-    module_spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
+        raise FileNotFoundError(f"{path}: no such file")
+    module_spec = importlib.util.spec_from_file_location(f"_loaded_{abs(hash(os.path.abspath(path)))}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
+    return module
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    path, _, arg = spec.partition(":")
+    module = load_module(path)
     return module.get_config(arg) if arg else module.get_config()
