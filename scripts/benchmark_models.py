@@ -18,7 +18,6 @@ import pathlib
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import jax
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from asemble_jax import atomic_io
 from asemble_jax.models import count_parameters, create_model, model_arguments
 
 
@@ -102,13 +102,6 @@ def render(results: list[dict], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomically(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["asemblenet"])
@@ -128,8 +121,8 @@ def main(argv=None) -> int:
                 print(json.dumps(result), flush=True)
                 results.append(result)
     command = "python scripts/benchmark_models.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_atomically(args.out, render(results, command.strip()))
-    write_atomically(args.out.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
+    atomic_io.write_text(args.out, render(results, command.strip()))
+    atomic_io.write_text(args.out.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 

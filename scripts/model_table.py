@@ -10,13 +10,13 @@ counts a multiply-add as two operations. Models are built abstractly (nnx.eval_s
 from __future__ import annotations
 
 import argparse
-import os
+import jax
 import pathlib
 import sys
-import tempfile
 
 from flax import nnx
 
+from asemble_jax import atomic_io
 from asemble_jax.models import ablation_variants, available_models, count_parameters, create_model, model_arguments
 from asemble_jax.models.registry import forward_gflops
 
@@ -89,20 +89,13 @@ def render(rows, size: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomically(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/models/table.md"))
     parser.add_argument("--size", type=int, default=256, help="input size for the FLOPs column")
     args = parser.parse_args(argv)
     rows = [*hybrid_rows(args.size), *baseline_rows(args.size)]
-    write_atomically(args.out, render(rows, args.size))
+    atomic_io.write_text(args.out, render(rows, args.size))
     print(f"wrote {args.out}")
     return 0
 

@@ -1,6 +1,5 @@
 """The samples figure: which examples it shows, that it writes a real PNG, and what it says when nothing is built."""
 import cv2
-import numpy as np
 import pytest
 
 from asemble_datasets.synthetic_sij.synthetic_sij_dataset_builder import SyntheticSij, SyntheticSijConfig

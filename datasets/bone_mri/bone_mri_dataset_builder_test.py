@@ -5,7 +5,6 @@ import collections
 import pathlib
 import shutil
 
-import cv2
 import nibabel as nib
 import numpy as np
 import pytest
