@@ -3,11 +3,12 @@ r"""Classifies image files with a trained workdir and writes a Grad-CAM overlay 
     python scripts/predict.py --workdir=DIR FILE [FILE ...] [--out=DIR] [--which=best] [--slice=all]
 
 Files: PNG, JPEG, TIFF, DICOM (any file name) and NIfTI (.nii, .nii.gz). They are read and preprocessed exactly
-as scripts/gradcam.py reads them (its load_slices: asemble_jax.data.readers, then the training preprocessing of
-asemble_jax.data.preprocess, then the evaluation input conversion asemble_jax.data.pipeline.to_model_input), so
-the model sees what it saw in evaluation. The model classifies 2-D slices: a volume (NIfTI, multi-frame DICOM,
-multi-page TIFF) gives one prediction per slice, every slice by default (NIfTI slice k is vol[:, :, k] shown
-superior-up, as the builders store it), or only slice K (0-based) with --slice=K. One line per slice on stdout:
+as scripts/gradcam.py reads them (asemble_jax.user_inputs.load_slices: asemble_jax.data.readers, then the training
+preprocessing of asemble_jax.data.preprocess, then the evaluation input conversion
+asemble_jax.data.pipeline.to_model_input), so the model sees what it saw in evaluation. The model classifies
+2-D slices: a volume (NIfTI, multi-frame DICOM, multi-page TIFF) gives one prediction per slice, every slice by
+default (NIfTI slice k is vol[:, :, k] shown superior-up, as the builders store it), or only slice K (0-based)
+with --slice=K. One line per slice on stdout:
 
     scan.nii.gz slice 12: inflammation (p=0.912), Grad-CAM: OUT/scan.nii.gz_slice12_gradcam.png
 
@@ -22,34 +23,21 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import pathlib
 import sys
+from collections.abc import Iterator
 
-import cv2
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from asemble_jax import atomic_io, gradcam
+from asemble_jax import gradcam
 from asemble_jax.data.errors import InputError
 from asemble_jax.train.trainer import TrainingError, load_trained_model
+from asemble_jax.user_inputs import Slice, batches, load_slices, slice_argument, write_png
 
 EXIT_SOME_FILES_FAILED = 1
 EXIT_UNUSABLE_SETUP = 2
-
-
-def _gradcam_script():
-    """scripts/gradcam.py, whose file loading this script shares (a script folder is not a package)."""
-    spec = importlib.util.spec_from_file_location("asemble_gradcam_script", pathlib.Path(__file__).with_name(
-        "gradcam.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-loading = _gradcam_script()
 
 
 def class_names(dataset: str, data_dir: str, num_classes: int) -> list[str]:
@@ -72,14 +60,6 @@ def output_folders(paths: list[pathlib.Path], out: pathlib.Path) -> list[pathlib
     return folders
 
 
-def _write_png(path: pathlib.Path, rgb: np.ndarray) -> None:
-    encoded, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not encoded:
-        raise OSError(f"{path}: OpenCV could not encode the PNG")
-    with atomic_io.atomic_open(path, "wb") as handle:
-        handle.write(data.tobytes())
-
-
 def predict_batch(model, layers, batch, *, batch_size: int, names: list[str]) -> list[str]:
     """Classifies one batch of slices, writes each one's overlay, and returns one report line per slice. The
     batch is padded to batch_size so that every batch reuses one compiled computation."""
@@ -93,7 +73,7 @@ def predict_batch(model, layers, batch, *, batch_size: int, names: list[str]) ->
         predicted = int(np.argmax(probabilities[index]))
         grey = np.uint8(np.round(item.image[..., 0] * 255))
         overlay_path = item.out_prefix.with_name(f"{item.out_prefix.name}_gradcam.png")
-        _write_png(overlay_path, gradcam.overlay(grey, heatmaps[index]))
+        write_png(overlay_path, gradcam.overlay(grey, heatmaps[index]))
         lines.append(f"{item.label}: {names[predicted]} (p={probabilities[index, predicted]:.3f}), "
                      f"Grad-CAM: {overlay_path}")
     return lines
@@ -104,35 +84,20 @@ def run(model, files: list[pathlib.Path], *, out: pathlib.Path, image_size: int,
     """Predicts every slice of every file; the exit status (0, or EXIT_SOME_FILES_FAILED)."""
     layers = gradcam.model_layers(model)
     failed = 0
-    batch = []
 
-    def flush():
+    def readable_slices() -> Iterator[Slice]:
+        nonlocal failed
+        for path, folder in zip(files, output_folders(files, out)):
+            try:
+                yield from load_slices(path, path, folder, image_size=image_size, slice_index=slice_index)
+            except InputError as error:
+                print(f"error: {error}", file=sys.stderr, flush=True)
+                failed += 1
+
+    for batch in batches(readable_slices(), batch_size):
         for line in predict_batch(model, layers, batch, batch_size=batch_size, names=names):
             print(line, flush=True)
-        batch.clear()
-
-    for path, folder in zip(files, output_folders(files, out)):
-        try:
-            slices = loading.load_slices(path, path, folder, image_size=image_size, slice_index=slice_index)
-        except InputError as error:
-            print(f"error: {error}", file=sys.stderr, flush=True)
-            failed += 1
-            continue
-        for item in slices:
-            batch.append(item)
-            if len(batch) == batch_size:
-                flush()
-    if batch:
-        flush()
     return EXIT_SOME_FILES_FAILED if failed else 0
-
-
-def _slice_argument(value: str) -> int | None:
-    if value == "all":
-        return None
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"--slice must be 'all' or a slice number >= 0, got {value!r}")
-    return int(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", type=pathlib.Path, metavar="FILE", help="image files to classify")
     parser.add_argument("--out", type=pathlib.Path, help="where overlays go; default WORKDIR/predictions")
     parser.add_argument("--which", choices=("best", "latest"), default="best", help="which checkpoint")
-    parser.add_argument("--slice", type=_slice_argument, default=None, dest="slice_index",
+    parser.add_argument("--slice", type=slice_argument, default=None, dest="slice_index",
                         help="'all' (default) or the 0-based slice of volumes to classify")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
