@@ -6,17 +6,20 @@ test patients (and, on the phantom, on the shifted stand-in external set of the 
     python scripts/run_ablations.py --grid=ablations/components.py:preset=tiny,seeds=3 \
         --workdir=workdirs/ablations/synthetic_components
     python scripts/make_tables.py --workdir=workdirs/ablations/synthetic_components \
-        --out=results/ablations/synthetic/components
+        --out=results/ablations/synthetic/coronal
 
     python scripts/run_ablations.py --grid=ablations/components.py:preset=tiny,seeds=3,dataset=bone_mri \
         --workdir=workdirs/ablations/bone_mri_components
     python scripts/make_tables.py --workdir=workdirs/ablations/bone_mri_components \
         --out=results/ablations/bone_mri/components
 
-How long it took here: not yet run. Measured smoke test (`preset=tiny,planes=coronal,seeds=1,variants=full+no_se`
-with --config.total_steps=20, subprocess cells, this shared 2-core CPU): 2m03s and 1m05s per cell with an empty
-compilation cache, 36 s and 40 s with a warm one.
-Tables: results/ablations/synthetic/components/ and results/ablations/bone_mri/components/ (not yet run).
+How long it took here (2-core CPU shared with other jobs): `preset=tiny,planes=coronal,seeds=3,steps=300`, 24
+cells, 20 min of cell time (median 0.6 min per cell, subprocess cells with a warm persistent compilation cache;
+the first cell of each variant compiles, ~1-2 min). The axial plane was run as a second grid
+(`planes=axial`, workdir .../synthetic_components_axial). Smoke test (`variants=full+no_se`, 20 steps): 2m03s and
+1m05s per cell with an empty compilation cache, 36 s and 40 s with a warm one.
+Tables: results/ablations/synthetic/coronal/ and results/ablations/synthetic/axial/ (make_tables --out there);
+bone_mri: not yet run.
 
 Cells run seed by seed (every variant of seed 0 first), so a partial grid already compares all variants.
 
