@@ -10,22 +10,14 @@ Expected result of the command above: see results/demo/ (made by `make demo`, wh
 """
 import ml_collections
 
-ARG_KEYS = ("model", "preset", "dataset", "variant", "seed")
+from asemble_jax.train.config_file import parse_key_values
 
-
-def parse_arg(arg: str | None) -> dict[str, str]:
-    fields = {"model": "asemblenet", "preset": "small", "dataset": "synthetic_sij/coronal", "variant": "full",
-              "seed": "0"}
-    for item in filter(None, (arg or "").split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or key not in ARG_KEYS:
-            raise ValueError(f"config argument {item!r} is not one of {', '.join(k + '=...' for k in ARG_KEYS)}")
-        fields[key] = value
-    return fields
+ARG_DEFAULTS = {"model": "asemblenet", "preset": "small", "dataset": "synthetic_sij/coronal", "variant": "full",
+                "seed": "0"}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    fields = parse_arg(arg)
+    fields = parse_key_values(arg, ARG_DEFAULTS)
     config = ml_collections.ConfigDict()
     config.arg = arg or ""
     config.seed = int(fields["seed"])

@@ -17,20 +17,15 @@ import os
 
 import ml_collections
 
-from asemble_jax.train.config_file import load_config_file
+from asemble_jax.train.config_file import load_config_file, parse_key_values
 
 BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py")
-ARG_KEYS = ("fold", "preset", "seed")
+ARG_DEFAULTS = {"fold": "", "preset": "small", "seed": "0"}
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
-    fields = {"preset": "small", "seed": "0"}
-    for item in filter(None, (arg or "").split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or key not in ARG_KEYS:
-            raise ValueError(f"config argument {item!r} is not one of {', '.join(k + '=...' for k in ARG_KEYS)}")
-        fields[key] = value
-    if not fields.get("fold", "").isdigit():
+    fields = parse_key_values(arg, ARG_DEFAULTS)
+    if not fields["fold"].isdigit():
         raise ValueError("bone_mri_lopo needs fold=K, K >= 0 (e.g. ablations/bone_mri_lopo.py:fold=0)")
     return fields
 

@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -19,6 +18,7 @@ import jax
 from matplotlib.figure import Figure
 
 from asemble_jax import atomic_io
+from asemble_jax.provenance import git_commit
 from asemble_jax.data.builders import build
 from asemble_jax.data.errors import InputError
 from asemble_jax.data.figures import write_samples_figure
@@ -46,14 +46,6 @@ def plot_training_curve(metrics_path: str, out_path: str) -> None:
     val_axes.legend(loc="lower right")
     figure.tight_layout()
     atomic_io.save_figure(figure, out_path, dpi=120)
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv=None) -> int:
@@ -90,7 +82,7 @@ def main(argv=None) -> int:
     timings["evaluate_s"] = time.perf_counter() - start
 
     summary = {
-        "command": "make demo", "config": os.path.relpath(CONFIG, REPO), "git_commit": _git_commit(),
+        "command": "make demo", "config": os.path.relpath(CONFIG, REPO), "git_commit": git_commit(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on "
                    f"{jax.devices()[0].platform}",
         "checkpoint_step": predictor.step,

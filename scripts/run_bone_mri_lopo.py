@@ -21,7 +21,6 @@ import io
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
@@ -31,6 +30,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from asemble_jax import atomic_io
+from asemble_jax.provenance import git_commit
 from asemble_jax.data.builders import get_builder
 from asemble_jax.data.errors import InputError
 from asemble_jax.data.pipeline import open_source
@@ -189,14 +189,6 @@ def predictions_csv(folds: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def readme(context: dict, classification: dict, rows: list[dict], localization: dict) -> str:
     config, data = context["config"], context["data"]
     n_slices, n_inflamed = classification["n"], classification["n_inflamed"]
@@ -329,7 +321,7 @@ def main(argv=None) -> int:
 
     context = {
         "command": "python scripts/run_bone_mri_lopo.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "commit": _git_commit(), "data_dir": args.data_dir, "config": folds[0]["config"], "data": data,
+        "commit": git_commit(), "data_dir": args.data_dir, "config": folds[0]["config"], "data": data,
         "n_resamples": args.n_resamples, "bootstrap_seed": 0, "load_average": load_average,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores visible, {platform.system()}, JAX "
                    f"{jax.__version__} on {jax.default_backend()}",

@@ -26,7 +26,7 @@ from flax import nnx
 from asemble_jax import atomic_io
 from asemble_jax.ablation.claims import DEFAULT_HEARTBEAT_S, Claim
 from asemble_jax.ablation.grid import Cell
-from asemble_jax.ablation.provenance import now, provenance
+from asemble_jax.provenance import now, provenance
 from asemble_jax.evaluation.report import Predictor, evaluate_workdir
 from asemble_jax.models.registry import count_parameters, forward_gflops
 from asemble_jax.train.metrics_log import MetricsLog

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 
 from asemble_jax.evaluation.metrics import METRIC_NAMES
-from asemble_jax.train.config_file import load_config_file, load_module
+from asemble_jax.train.config_file import load_config_file, load_module, parse_key_values
 
 _NAME = re.compile(r"[A-Za-z0-9_.+=-]+(/[A-Za-z0-9_.+=-]+)*")
 TABLE_METRICS = ("auc", "accuracy", "f1", "recall", "specificity")
@@ -179,13 +179,10 @@ def load_grid(spec: str) -> Grid:
 
 def parse_grid_arg(arg: str | None, defaults: Mapping[str, str]) -> dict[str, str]:
     """"key=value,key=value" over `defaults`; list values are joined with '+' (planes=axial+coronal)."""
-    options = dict(defaults)
-    for item in filter(None, (arg or "").split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or key not in defaults:
-            raise GridError(f"grid argument {item!r} is not one of {', '.join(k + '=...' for k in defaults)}")
-        options[key] = value
-    return options
+    try:
+        return parse_key_values(arg, dict(defaults))
+    except ValueError as error:
+        raise GridError(f"grid {error}") from None
 
 
 def parse_list(value: str) -> list[str]:

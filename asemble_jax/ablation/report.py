@@ -11,7 +11,7 @@ from typing import Any
 from asemble_jax import atomic_io
 from asemble_jax.ablation import figures, tables
 from asemble_jax.ablation.cell import DONE, FAILED
-from asemble_jax.ablation.provenance import git_commit, now, package_versions
+from asemble_jax.provenance import git_commit, now, package_versions
 from asemble_jax.ablation.runner import read_grid_record
 
 MAX_LISTED = 20  # failed or incomplete cells listed by name; the rest are counted

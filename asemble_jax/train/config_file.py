@@ -7,6 +7,17 @@ import os
 import ml_collections
 
 
+def parse_key_values(arg: str | None, defaults: dict[str, str]) -> dict[str, str]:
+    """"key=value,key=value" over `defaults` (the keys a config or grid file accepts); ValueError otherwise."""
+    fields = dict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in defaults:
+            raise ValueError(f"argument {item!r} is not one of {', '.join(k + '=...' for k in defaults)}")
+        fields[key] = value
+    return fields
+
+
 def load_module(path: str):
     """Executes a Python file that is not part of a package (a config or grid file) and returns it as a module."""
     if not os.path.isfile(path):
