@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.worker_count = 0
 
     config.global_batch_size = 32
-    config.total_steps = 300
+    config.total_steps = 600
     config.learning_rate = 1e-3
     config.warmup_steps = 30
     config.final_learning_rate_fraction = 0.01
