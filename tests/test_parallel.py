@@ -64,8 +64,22 @@ def test_eight_devices_match_one_device(single_device_run, mode):
     assert losses_1[-1] < losses_1[0], "the toy problem must be learnable, or the comparison proves little"
 
 
-def test_dropout_masks_differ_between_devices_and_steps():
-    # With dropout the runs may differ (masks come from the device index), but must stay finite and learn.
+def test_dropout_keys_differ_between_devices_and_steps():
+    dp = parallel.DataParallel("shard_map")
+    rng = jax.random.key_data(jax.random.key(0))
+
+    def keys_at(step):
+        draw = dp.predict(lambda state, batch: jax.random.key_data(
+            step_lib.dropout_key(state, jnp.int32(step)))[None].repeat(batch["x"].shape[0], 0))
+        return dp.get_outputs(draw(dp.put_state(rng), dp.put_batch({"x": np.zeros(8, np.float32)})))
+
+    step_3, step_4 = keys_at(3), keys_at(4)
+    assert len({tuple(k) for k in step_3}) == 8, "each of the 8 devices needs its own dropout key"
+    assert not {tuple(k) for k in step_3} & {tuple(k) for k in step_4}, "keys must change from step to step"
+    np.testing.assert_array_equal(keys_at(3), step_3)  # and be a function of (seed, step, device) only
+
+
+def test_training_with_dropout_on_eight_devices_keeps_finite_losses():
     losses, _ = _train(parallel.DataParallel("shard_map"), n_steps=6, dropout=0.5)
     assert np.all(np.isfinite(losses))
 

@@ -46,12 +46,19 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) 
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
+def dropout_key(rng_data: jax.Array, step: jax.Array) -> jax.Array:
+    """The dropout key of this device at this step (call inside a function mapped over AXIS): a new key every
+    step, so a resumed run never replays masks, and a different key on every device, so that shards of one batch
+    never share masks."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(rng_data), step),
+                              jax.lax.axis_index(AXIS))
+
+
 def make_train_step(graphdef, tx: optax.GradientTransformation, *, label_smoothing: float, ema_decay: float):
     """Per-device step(state, batch) -> (state, metrics); gradients and metrics are averaged over AXIS."""
 
     def step(state: TrainState, batch: dict[str, jax.Array]):
-        device_key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step),
-                                        jax.lax.axis_index(AXIS))
+        device_key = dropout_key(state.rng, state.step)
 
         def loss_fn(params):
             # copy=True: fresh variables at this trace level, which the forward pass may then update.
