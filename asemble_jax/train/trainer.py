@@ -179,18 +179,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
     bar = tqdm(total=config.total_steps, initial=start_step, disable=not (progress and main_process),
                unit="step", dynamic_ncols=True)
     window_start, window_images = time.perf_counter(), 0
+    # Losses stay on the device until something needs the host (a log line, an evaluation, a checkpoint): reading
+    # one every step would stall asynchronous dispatch. They are all checked before the state is used.
+    unchecked_losses: list[tuple[int, jax.Array]] = []
+
+    def check_losses() -> float:
+        values = jax.device_get([loss for _, loss in unchecked_losses])
+        for (step_number, _), value in zip(unchecked_losses, values):
+            if not np.isfinite(value):
+                checkpoints.wait()
+                raise TrainingError(f"loss is {float(value)} at step {step_number}; stopped without saving this "
+                                    f"state (last good checkpoint: step {checkpoints.latest_step()})")
+        unchecked_losses.clear()
+        return float(values[-1])
+
     with _PreemptionFlag() as preemption:
         for step in range(start_step + 1, config.total_steps + 1):
             batch = next(train_iter)
             state, metrics = train_step(state, dp.put_batch({"image": batch["image"], "label": batch["label"]}))
-            loss = float(metrics["loss"])
-            if not np.isfinite(loss):
-                checkpoints.wait()
-                raise TrainingError(f"loss is {loss} at step {step}; stopped without saving this state (last good "
-                                    f"checkpoint: step {checkpoints.latest_step()})")
+            unchecked_losses.append((step, metrics["loss"]))
             window_images += config.global_batch_size
             bar.update(1)
-            if step % config.log_every == 0 or step == config.total_steps:
+            last = step == config.total_steps
+            log_now, eval_now = step % config.log_every == 0 or last, step % config.eval_every == 0 or last
+            save_now = step % config.checkpoint_every == 0 or last or preemption.raised
+            if log_now or eval_now or save_now:
+                loss = check_losses()
+            if log_now:
                 elapsed = time.perf_counter() - window_start
                 images_per_second = window_images / elapsed if elapsed > 0 else float("nan")
                 metrics_log.write({"step": step, "split": "train", "learning_rate": float(schedule(step - 1)),
@@ -198,13 +213,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
                                    **{k: float(v) for k, v in metrics.items()}})
                 bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images_per_second:.0f}")
                 window_start, window_images = time.perf_counter(), 0
-            if step % config.eval_every == 0 or step == config.total_steps:
+            if eval_now:
                 val_metrics = evaluate(step)
                 if val_metrics["auc"] > best_auc:
                     best_auc = val_metrics["auc"]
                     checkpoints.save_best(step, dp.get_state(state), data_state())
                 window_start, window_images = time.perf_counter(), 0  # keep evaluation out of images/s
-            if step % config.checkpoint_every == 0 or step == config.total_steps or preemption.raised:
+            if save_now:
                 checkpoints.save(step, dp.get_state(state), data_state())
             if preemption.raised:
                 log.warning("SIGTERM at step %d: checkpoint saved, exiting", step)
