@@ -61,7 +61,7 @@ def get_grid(arg=None) -> Grid:
                     f"seed={seed}",
              overrides={"total_steps": steps, "data.image_size": size, **training_set.overrides},
              evaluations=training_set.evaluations)
-        for training_set in sets for seed in range(seeds) for model in models)
+        for seed in range(seeds) for training_set in sets for model in models)
     return Grid(name="baselines", cells=cells, notes=dataset_notes(options["dataset"]),
                 table=TableSpec(arm="model", reference="asemblenet", pooled=("fold",),
                                 tests=("paired_bootstrap", "mcnemar", "delong")))

@@ -62,6 +62,6 @@ def get_grid(arg=None) -> Grid:
                     f"variant={variant},seed={seed}",
              overrides={"total_steps": steps, **training_set.overrides},
              evaluations=training_set.evaluations)
-        for training_set in sets for seed in range(seeds) for variant in variants)
+        for seed in range(seeds) for training_set in sets for variant in variants)
     return Grid(name="components", cells=cells, notes=dataset_notes(options["dataset"]),
                 table=TableSpec(arm="variant", reference="full", pooled=("fold",)))

@@ -29,10 +29,16 @@ def test_components_grid_crosses_every_variant_seed_and_plane():
     assert grid.table.arm == "variant" and grid.table.reference == "full"
 
 
-def test_every_seed_of_the_grid_comes_before_the_next_seed():
-    # A partial grid then already compares all variants on the first seeds.
-    seeds = [cell.factors["seed"] for cell in load_grid(f"{COMPONENTS}:planes=coronal,seeds=2").cells]
+@pytest.mark.parametrize("grid_file", [COMPONENTS, BASELINES])
+@pytest.mark.parametrize("arg", ["seeds=2", "seeds=2,dataset=bone_mri,folds=3"])
+def test_every_seed_of_the_grid_comes_before_the_next_seed(grid_file, arg):
+    # A partial grid then already compares all variants on every plane or every fold (the pooled LOPO test set)
+    # of the first seeds.
+    cells = load_grid(f"{grid_file}:{arg}").cells
+    seeds = [cell.factors["seed"] for cell in cells]
     assert seeds == sorted(seeds)
+    sets_of_seed_0 = {(c.factors["dataset"], c.factors.get("fold")) for c in cells if c.factors["seed"] == 0}
+    assert len(sets_of_seed_0) == (2 if "bone_mri" not in arg else 3)
 
 
 def test_phantom_cells_are_tested_on_their_plane_and_its_shifted_external_set():
