@@ -12,8 +12,11 @@ Per fold (ablations/bone_mri_lopo.py:fold=K): train on the other patients, then 
   (asemble_jax/evaluation/localization_report.py).
 Pooled over folds: ROC AUC and the threshold-0.5 metrics with 95% bootstrap CIs resampled by patient, and the
 localisation table with patient-bootstrap CIs. Writes under --out: README.md (every table, the command, machine,
-seeds and wall times), classification.json, predictions.csv, localization.{md,json}, localization_cases.png,
-probabilities.png and roc.png. Rerunning resumes or skips finished training and rewrites the results.
+seeds and wall times), classification.json, predictions.csv, localization.{md,json}, probabilities.png and
+roc.png. The figure of best and worst Grad-CAM cases shows the scans themselves, which are published without a
+licence (../shared/data/README.md: research use, not to be committed), so it goes to
+<workdir>/localization_cases.png for local inspection only. Rerunning resumes or skips finished training and
+rewrites the results.
 """
 import argparse
 import csv
@@ -267,7 +270,8 @@ def readme(context: dict, classification: dict, rows: list[dict], localization: 
         lines.append(f"| {r['fold']} | {r['lesion_slices']} | "
                      + " | ".join(f"{loc[n]['pointing_game']:.3f}" for n in names) + " | "
                      + " | ".join(f"{loc[n]['heat_inside']:.3f}" for n in names) + " |")
-    lines += ["", "![best and worst cases](localization_cases.png)", "",
+    lines += ["", "The figure of the best and worst cases shows the scans, which carry no licence, so it is not "
+              "committed: rerunning the command writes it to `<workdir>/localization_cases.png`.", "",
               "Files: `classification.json` (the pooled metrics), `predictions.csv` (every held-out slice), "
               "`localization.json` / `localization.md` (all layers of both models), the figures above."]
     return "\n".join(lines) + "\n"
@@ -315,7 +319,7 @@ def main(argv=None) -> int:
     localization = localization_report.write_report(
         localization_report.pool([f["localization"] for f in folds]), os.path.join(args.out, "localization"),
         title="Grad-CAM localisation on bone_mri held-out patients (leave-one-patient-out, pooled)",
-        n_resamples=args.n_resamples, seed=0)
+        n_resamples=args.n_resamples, seed=0, cases_figure=os.path.join(args.workdir, "localization_cases.png"))
     plot_probabilities(folds, os.path.join(args.out, "probabilities.png"))
     plot_roc(labels, probabilities, _interval(intervals["auc"]), os.path.join(args.out, "roc.png"))
 

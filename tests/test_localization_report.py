@@ -198,6 +198,14 @@ def test_report_files(result, tmp_path):
         ["localization_toy_test.md", "localization_toy_test.json", "localization_toy_test_cases.png"])
 
 
+def test_cases_figure_can_be_kept_out_of_the_report_folder(result, tmp_path):
+    # Figures of unlicensed scans go to the (git-ignored) workdir, never beside the committed tables.
+    stem, private = str(tmp_path / "results" / "localization"), str(tmp_path / "workdir" / "cases.png")
+    report.write_report(result, stem, title="toy", n_resamples=100, cases_figure=private)
+    assert sorted(os.listdir(tmp_path / "results")) == ["localization.json", "localization.md"]
+    assert cv2.imread(private) is not None
+
+
 def test_randomised_model_has_the_architecture_and_other_weights():
     config = load_config_file(f"{ABLATIONS_BASE}:model=asemblenet,preset=tiny")
     trained, randomised = build_model(config), report.randomised_model(config)

@@ -306,10 +306,12 @@ def plot_cases(result: LocalizationResult, path: str, *, n_cases: int = 4) -> No
 
 
 def write_report(result: LocalizationResult, stem: str, *, title: str, n_resamples: int = 2000,
-                 seed: int = 0) -> dict[str, Any]:
-    """Writes <stem>.json, <stem>.md and <stem>_cases.png; returns the summary."""
+                 seed: int = 0, cases_figure: str | None = None) -> dict[str, Any]:
+    """Writes <stem>.json, <stem>.md and the figure of cases (<stem>_cases.png unless `cases_figure` puts it
+    elsewhere: images of data whose terms forbid redistribution must stay out of committed results); returns the
+    summary."""
     summary = summarise(result, n_resamples=n_resamples, seed=seed)
     atomic_io.write_json(stem + ".json", summary)
     atomic_io.write_text(stem + ".md", markdown(summary, title))
-    plot_cases(result, stem + "_cases.png")
+    plot_cases(result, cases_figure or stem + "_cases.png")
     return summary
