@@ -114,9 +114,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     dtype = jnp.dtype(args.dtype)
     results = []
+    measured = set()
     for name in args.models:
         for preset in args.presets:
             for size in args.sizes:
+                # A baseline's presets are one architecture (only the config's input size differs): time it once.
+                key = (name, repr(sorted(model_arguments(name, preset).items())), size)
+                if key in measured:
+                    continue
+                measured.add(key)
                 result = measure(name, preset, size, args.batch, args.steps, dtype)
                 print(json.dumps(result), flush=True)
                 results.append(result)

@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -103,6 +103,32 @@ class _PreemptionFlag:
         signal.signal(signal.SIGTERM, self._previous)
 
 
+class TrainingProgram(NamedTuple):
+    dp: parallel.DataParallel
+    state: step_lib.TrainState  # initial, on the host: restore a checkpoint into it, then dp.put_state
+    schedule: Any
+    train_step: Any  # (state, batch) -> (state, metrics), over every device
+    predict_fn: Any  # (state, batch) -> class probabilities
+
+
+def training_program(config: ml_collections.ConfigDict) -> TrainingProgram:
+    """The model, optimiser, initial state and the data-parallel step functions of `config`: what the training
+    loop runs, and what scripts/benchmark_training.py times."""
+    dp = parallel.DataParallel(config.parallel)
+    try:
+        dp.check_batch_size(config.global_batch_size)
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
+    model = parallel.synchronise_batch_norm(build_model(config))
+    graphdef, params, _, _ = step_lib.split_model(model)
+    tx, schedule = optim.make_optimizer(config, params)
+    graphdef, state = step_lib.create_train_state(model, tx, seed=config.seed, ema=config.ema_decay > 0)
+    train_step = dp.train_step(step_lib.make_train_step(graphdef, tx, label_smoothing=config.label_smoothing,
+                                                        ema_decay=config.ema_decay))
+    predict_fn = dp.predict(step_lib.make_predict_step(graphdef, use_ema=config.ema_decay > 0))
+    return TrainingProgram(dp, state, schedule, train_step, predict_fn)
+
+
 def predict_split(dp: parallel.DataParallel, predict_fn, state, source, *, batch_size: int, image_size: int):
     """Positive-class probabilities, labels and patient ids of every example of `source`, each exactly once, in
     source order, on every process (each process predicts its own share; the shares are then gathered)."""
@@ -132,12 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
     main_process = parallel.is_main_process()
     metrics_log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), enabled=main_process)
 
-    dp = parallel.DataParallel(config.parallel)
-    dp.check_batch_size(config.global_batch_size)
-    model = parallel.synchronise_batch_norm(build_model(config))
-    graphdef, params, _, _ = step_lib.split_model(model)
-    tx, schedule = optim.make_optimizer(config, params)
-    graphdef, state = step_lib.create_train_state(model, tx, seed=config.seed, ema=config.ema_decay > 0)
+    dp, state, schedule, train_step, predict_fn = training_program(config)
 
     data = config.data
     train_source = pipeline.open_source(data.dataset, data.train_split, data.data_dir)
@@ -159,9 +180,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
     start_step = int(state.step)
 
     state = dp.put_state(state)
-    train_step = dp.train_step(step_lib.make_train_step(graphdef, tx, label_smoothing=config.label_smoothing,
-                                                        ema_decay=config.ema_decay))
-    predict_fn = dp.predict(step_lib.make_predict_step(graphdef, use_ema=config.ema_decay > 0))
 
     def data_state():
         return {"iterator": train_iter.get_state(), "best_auc": float(best_auc)}
