@@ -53,6 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.grad_clip_norm = 1.0
     config.label_smoothing = 0.1
     config.ema_decay = 0.0  # > 0 keeps an exponential moving average of the parameters, used for evaluation
+    # Fine-tuning: a workdir whose best checkpoint gives the initial weights (same model, preset, variant and input
+    # size); the optimiser and schedule start afresh. Empty: trained from scratch.
+    config.init_from = ""
 
     config.log_every = 10
     config.eval_every = 50

@@ -205,3 +205,38 @@ def test_evaluation_report_matches_its_own_predictions(uninterrupted, tmp_path):
     assert auc["ci_low"] <= auc["estimate"] <= auc["ci_high"]
     assert json.loads((tmp_path / "trainer_toy_val.json").read_text())["thresholds"].keys() == {"0.5", "youden"}
     assert stem.with_suffix(".md").read_text().startswith("# trainer_toy / val")
+
+
+def test_initial_weights_are_the_source_runs_best_checkpoint(toy_data_dir, uninterrupted):
+    from flax import nnx
+    config = _config(toy_data_dir, init_from=uninterrupted)
+    fresh = trainer.training_program(config).state
+    state = trainer.initialised_from(fresh, config)
+    source, _, _ = trainer.load_trained_model(uninterrupted, which="best")
+    expected = jax.tree.leaves(jax.device_get(nnx.state(source, nnx.Param)))
+    for got, want in zip(jax.tree.leaves(jax.device_get(state.params)), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert any(not np.array_equal(a, b) for a, b in zip(expected, jax.tree.leaves(jax.device_get(fresh.params))))
+    assert int(state.step) == 0
+
+
+def test_fine_tuning_starts_from_the_source_once_then_resumes_its_own_checkpoints(toy_data_dir, uninterrupted,
+                                                                                  tmp_path, monkeypatch):
+    calls = []
+    real = trainer.initialised_from
+    monkeypatch.setattr(trainer, "initialised_from", lambda state, config: calls.append(1) or real(state, config))
+    workdir = str(tmp_path / "finetune")
+    config = _config(toy_data_dir, init_from=uninterrupted, total_steps=4)
+    trainer.train_and_evaluate(config, workdir, progress=False)
+    trainer.train_and_evaluate(_config(toy_data_dir, init_from=uninterrupted), workdir, allow_config_change=True,
+                               progress=False)
+    assert calls == [1], "the second run resumed from its own step-4 checkpoint"
+    assert _final_params(workdir)[0] == 8
+
+
+@pytest.mark.parametrize("override, field", [({"model.preset": "small"}, "model.preset"),
+                                             ({"data.image_size": 128}, "data.image_size")])
+def test_initial_weights_from_another_architecture_are_refused(toy_data_dir, uninterrupted, override, field):
+    config = _config(toy_data_dir, init_from=uninterrupted, **override)
+    with pytest.raises(trainer.TrainingError, match=f"differs from this one in {field}"):
+        trainer.initialised_from(None, config)

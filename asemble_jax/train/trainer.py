@@ -171,6 +171,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
     checkpoints = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), max_to_keep=config.max_to_keep)
     best_auc = -np.inf
     restored = checkpoints.restore_latest(checkpoint.abstract_like(state))
+    if restored is None and config.get("init_from"):
+        state = initialised_from(state, config)
     if restored is not None:
         start_step, state, data_state = restored
         train_iter.set_state(data_state["iterator"])
@@ -246,6 +248,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
     checkpoints.wait()
     checkpoints.close()
     return val_metrics
+
+
+def initialised_from(state: step_lib.TrainState, config: ml_collections.ConfigDict) -> step_lib.TrainState:
+    """`state` with the trained weights (and BatchNorm statistics) of the run in `config.init_from`: its best
+    checkpoint, its EMA parameters where it kept them. Step, optimiser state and RNG stay those of a fresh run."""
+    source = config.init_from
+    model, source_config, step = load_trained_model(source, which="best")
+    fields = ("name", "preset", "variant", "num_classes", "in_channels")
+    differ = [f"model.{k}" for k in fields if source_config.model[k] != config.model[k]]
+    differ += ["data.image_size"] if source_config.data.image_size != config.data.image_size else []
+    if differ:
+        raise TrainingError(f"init_from {source}: its run differs from this one in {', '.join(differ)}; "
+                            "initial weights must come from the same architecture")
+    _, params, batch_stats, _ = step_lib.split_model(model)
+    shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)  # noqa: E731
+    if shapes((params, batch_stats)) != shapes((state.params, state.batch_stats)):
+        raise TrainingError(f"init_from {source}: its weights do not have this model's shapes")
+    log.info("initial weights from %s (step %d)", source, step)
+    return state.replace(params=params, batch_stats=batch_stats,
+                         ema_params=None if state.ema_params is None else jax.tree.map(jnp.copy, params))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
