@@ -79,8 +79,10 @@ def test_baselines_share_one_budget_and_one_input_size():
     grid = load_grid(f"{BASELINES}:size=96,seeds=2,planes=coronal,steps=50")
     assert {c.factors["model"] for c in grid.cells} == {"asemblenet", "resnet50", "xception", "inception_v3"}
     configs = [cell.build_config() for cell in grid.cells]
-    assert {(c.data.image_size, c.total_steps, c.global_batch_size, c.learning_rate) for c in configs} == {
-        (96, 50, 32, configs[0].learning_rate)}
+    assert {(c.data.image_size, c.total_steps, c.global_batch_size, c.learning_rate,
+             c.model.batch_norm_momentum) for c in configs} == {(96, 50, 32, configs[0].learning_rate, 0.9)}
+    own = load_grid(f"{BASELINES}:seeds=1,planes=coronal,bn_momentum=0").cells
+    assert {cell.build_config().model.batch_norm_momentum for cell in own} == {0.0}
     assert grid.table.reference == "asemblenet"
     assert {"mcnemar", "delong"} <= set(grid.table.tests)
 
@@ -89,6 +91,8 @@ def test_baselines_share_one_budget_and_one_input_size():
     ("size=64", "at least 75"),  # InceptionV3's minimum input
     ("size=100", "multiple of 16"),
     ("models=resnet50+xception", "include asemblenet"),
+    ("bn_momentum=1.5", "bn_momentum"),
+    ("bn_momentum=fast", "bn_momentum"),
 ])
 def test_baseline_arguments_are_checked(arg, message):
     with pytest.raises(GridError, match=message):

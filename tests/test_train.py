@@ -240,3 +240,16 @@ def test_initial_weights_from_another_architecture_are_refused(toy_data_dir, uni
     config = _config(toy_data_dir, init_from=uninterrupted, **override)
     with pytest.raises(trainer.TrainingError, match=f"differs from this one in {field}"):
         trainer.initialised_from(None, config)
+
+
+def test_batch_norm_momentum_override_reaches_every_batch_norm(toy_data_dir):
+    from flax import nnx
+
+    def momenta(config):
+        return {node.momentum for _, node in nnx.iter_graph(trainer.build_model(config))
+                if isinstance(node, nnx.BatchNorm)}
+
+    assert momenta(_config(toy_data_dir)) == {0.9}  # the wide-ResNet branch's own (PyTorch's default)
+    assert momenta(_config(toy_data_dir, **{"model.batch_norm_momentum": 0.99})) == {0.99}
+    with pytest.raises(trainer.TrainingError, match="batch_norm_momentum"):
+        trainer.build_model(_config(toy_data_dir, **{"model.batch_norm_momentum": 1.5}))

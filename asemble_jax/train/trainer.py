@@ -78,11 +78,30 @@ def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
     if "image_size" in registry.constructor_arguments(model_config.name):
         overrides["image_size"] = config.data.image_size  # the one place the input size is decided
     try:
-        return registry.create_model(
+        model = registry.create_model(
             model_config.name, model_config.preset, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1),
             num_classes=model_config.num_classes, in_channels=model_config.in_channels, **overrides)
     except ValueError as error:
         raise TrainingError(str(error)) from None
+    momentum = model_config.get("batch_norm_momentum")
+    if momentum:
+        if not 0.0 < momentum < 1.0:
+            raise TrainingError(f"model.batch_norm_momentum must lie in (0, 1), got {momentum}")
+        set_batch_norm_momentum(model, momentum)
+    return model
+
+
+def set_batch_norm_momentum(model: nnx.Module, momentum: float) -> nnx.Module:
+    """Every BatchNorm's running average keeps `momentum` of itself per step (Flax's meaning).
+
+    The Keras applications use 0.99: their running statistics need ~500 steps to forget their initial values, so
+    a short training budget evaluates them with statistics that do not match the trained weights (ResNet50 after
+    200 steps: validation AUC 0.46 with its running statistics, 0.93 with batch statistics). A grid that compares
+    models under a short budget gives every model the same momentum."""
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.BatchNorm):
+            node.momentum = momentum
+    return model
 
 
 class _PreemptionFlag:
