@@ -41,3 +41,12 @@ def now() -> str:
 def provenance() -> dict[str, object]:
     return {"git_commit": git_commit(), "versions": package_versions(), "date": now(),
             "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPU cores)"}
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """The command that reruns a script from the repository root: `python scripts/NAME.py ARGS`."""
+    import shlex
+    import sys
+
+    arguments = argv if argv is not None else sys.argv[1:]
+    return " ".join(["python", os.path.relpath(os.path.abspath(script), REPO), *map(shlex.quote, arguments)])

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from asemble_jax import atomic_io
+from asemble_jax import atomic_io, provenance
 from asemble_jax.models import count_parameters, create_model, model_arguments
 
 
@@ -126,8 +126,7 @@ def main(argv=None) -> int:
                 result = measure(name, preset, size, args.batch, args.steps, dtype)
                 print(json.dumps(result), flush=True)
                 results.append(result)
-    command = "python scripts/benchmark_models.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    atomic_io.write_text(args.out, render(results, command.strip()))
+    atomic_io.write_text(args.out, render(results, provenance.command_line(__file__, argv)))
     atomic_io.write_text(args.out.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0

@@ -167,7 +167,7 @@ def main(argv=None) -> int:
         print(json.dumps(measure(args)), flush=True)
         return 0
 
-    from asemble_jax import atomic_io
+    from asemble_jax import atomic_io, provenance
 
     rows = []
     for preset in args.presets:
@@ -182,8 +182,7 @@ def main(argv=None) -> int:
             row = {**warm, "cold_compile_s": cold["compile_and_first_step_s"], "cold_step_s": cold["step_s"]}
             print(json.dumps(row), flush=True)
             rows.append(row)
-    command = "python scripts/benchmark_training.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    atomic_io.write_text(args.out, render(rows, command.strip()))
+    atomic_io.write_text(args.out, render(rows, provenance.command_line(__file__, argv)))
     atomic_io.write_text(args.out.with_suffix(".json"), json.dumps(rows, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0

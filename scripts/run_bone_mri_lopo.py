@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from asemble_jax import atomic_io
-from asemble_jax.provenance import git_commit
+from asemble_jax.provenance import command_line, git_commit
 from asemble_jax.data.builders import get_builder
 from asemble_jax.data.errors import InputError
 from asemble_jax.data.pipeline import open_source
@@ -324,7 +324,7 @@ def main(argv=None) -> int:
     plot_roc(labels, probabilities, _interval(intervals["auc"]), os.path.join(args.out, "roc.png"))
 
     context = {
-        "command": "python scripts/run_bone_mri_lopo.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line(__file__, argv),
         "commit": git_commit(), "data_dir": args.data_dir, "config": folds[0]["config"], "data": data,
         "n_resamples": args.n_resamples, "bootstrap_seed": 0, "load_average": load_average,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores visible, {platform.system()}, JAX "
