@@ -7,6 +7,9 @@ ARG is a comma-separated list of key=value: model (a registry name), preset (tin
 (NAME/CONFIG of a built TFDS dataset), variant (an ablation variant of the model: full, no_se, ...), seed.
 Any field can then be overridden on the command line, e.g. --config.total_steps=50.
 Expected result of the command above: see results/demo/ (made by `make demo`, which runs this config).
+
+A field added to this config later must default to the behaviour from before it existed: a run started before the
+field was added resumes with that default (asemble_jax/train/trainer.py:guard_workdir_config).
 """
 import ml_collections
 

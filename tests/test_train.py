@@ -253,3 +253,20 @@ def test_batch_norm_momentum_override_reaches_every_batch_norm(toy_data_dir):
     assert momenta(_config(toy_data_dir, **{"model.batch_norm_momentum": 0.99})) == {0.99}
     with pytest.raises(trainer.TrainingError, match="batch_norm_momentum"):
         trainer.build_model(_config(toy_data_dir, **{"model.batch_norm_momentum": 1.5}))
+
+
+def test_config_guard_accepts_fields_added_since_the_run_started_and_nothing_else(toy_data_dir, tmp_path):
+    config, path = _config(toy_data_dir), tmp_path / "config.json"
+    trainer.guard_workdir_config(str(tmp_path), config, allow_change=False)
+    stored = json.loads(path.read_text())
+    del stored["init_from"], stored["model"]["batch_norm_momentum"]  # a run started before these fields existed
+    path.write_text(json.dumps(stored))
+    trainer.guard_workdir_config(str(tmp_path), config, allow_change=False)
+    assert json.loads(path.read_text())["model"]["batch_norm_momentum"] == 0.0, "config.json is brought up to date"
+
+    stored["model"]["dropped_field"] = 1  # a field the code no longer has: the run cannot be reproduced by it
+    path.write_text(json.dumps(stored))
+    with pytest.raises(trainer.TrainingError, match=r"changed: model\.dropped_field\)"):
+        trainer.guard_workdir_config(str(tmp_path), config, allow_change=False)
+    with pytest.raises(trainer.TrainingError, match=r"changed: model\.dropped_field, seed\)"):
+        trainer.guard_workdir_config(str(tmp_path), _config(toy_data_dir, seed=5), allow_change=False)

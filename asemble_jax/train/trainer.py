@@ -46,24 +46,41 @@ def enable_compilation_cache(directory: str | None) -> None:
 
 
 def guard_workdir_config(workdir: str, config: ml_collections.ConfigDict, *, allow_change: bool) -> None:
-    """Writes config.json, or refuses a workdir whose stored config differs (resuming it would mix two runs)."""
+    """Writes config.json, or refuses a workdir whose stored config differs (resuming it would mix two runs).
+
+    A field that the stored config lacks was added to the code after the run started; by this project's rule a
+    new field's default is the behaviour from before it existed, so the run resumes (with a warning)."""
     path = os.path.join(workdir, "config.json")
     current = json.loads(config.to_json_best_effort(sort_keys=True))
     if os.path.exists(path) and not allow_change:
         with open(path) as f:
             stored = json.load(f)
-        if stored != current:
-            changed = sorted(_diff_keys(stored, current))
+        changed, added = _config_differences(stored, current)
+        if changed:
             raise TrainingError(f"{workdir} holds a run with a different config (changed: {', '.join(changed)}); "
                                 "use another workdir, or --allow_config_change to resume anyway")
+        if added:
+            log.warning("%s: config fields new since this run started, resumed at their defaults: %s", workdir,
+                        ", ".join(added))
     if parallel.is_main_process():
         atomic_io.write_json(path, current)
 
 
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [k for key in sorted(set(a) | set(b)) for k in _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [prefix.rstrip(".")] if a != b else []
+def _config_differences(stored: Any, current: Any, prefix: str = "") -> tuple[list[str], list[str]]:
+    """(fields whose value differs or that the current config lacks, fields only the current config has)."""
+    if not (isinstance(stored, dict) and isinstance(current, dict)):
+        return ([prefix.rstrip(".")] if stored != current else []), []
+    changed, added = [], []
+    for key in sorted(set(stored) | set(current)):
+        if key not in stored:
+            added.append(f"{prefix}{key}")
+        elif key not in current:
+            changed.append(f"{prefix}{key}")
+        else:
+            more_changed, more_added = _config_differences(stored[key], current[key], f"{prefix}{key}.")
+            changed += more_changed
+            added += more_added
+    return changed, added
 
 
 def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
