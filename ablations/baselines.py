@@ -9,9 +9,13 @@ architecture each, whatever the preset.
     python scripts/make_tables.py --workdir=workdirs/ablations/synthetic_baselines \
         --out=results/ablations/synthetic/baselines
 
-How long it took here: not yet run. The baselines are ~21-24M parameters each (results/models/table.md), so on a
-CPU they dominate the grid's time; ASembleNet-small is 1.2M.
-Tables: results/ablations/synthetic/baselines/ (not yet run).
+How long it took here (2-core CPU shared with 2-3 other jobs, load 6-9): the CPU-sized run
+`size=80,steps=200,planes=coronal,seeds=3`, run as `--only='coronal/[ari]*'` (9 cells) plus a second worker with
+`--only='coronal/xception/seed0'`: per cell ASembleNet-small 2.5-3.6 min, InceptionV3 ~7 min, ResNet50 ~17 min,
+Xception 57 min (depthwise-separable convolutions are slow on XLA:CPU: 9 s per step at load 5), so Xception has
+one seed and seeds 1-2 of it are left for a GPU. 2.5 h of cell time in all. The baselines are ~21-24M parameters
+each (results/models/table.md); ASembleNet-small is 1.2M.
+Tables: results/ablations/synthetic/baselines/.
 
 Cells run seed by seed (every model of seed 0 first), so a partial grid already compares all models.
 
