@@ -270,3 +270,8 @@ def test_config_guard_accepts_fields_added_since_the_run_started_and_nothing_els
         trainer.guard_workdir_config(str(tmp_path), config, allow_change=False)
     with pytest.raises(trainer.TrainingError, match=r"changed: model\.dropped_field, seed\)"):
         trainer.guard_workdir_config(str(tmp_path), _config(toy_data_dir, seed=5), allow_change=False)
+
+
+def test_global_batch_not_divisible_by_the_devices_is_a_one_line_error(toy_data_dir):
+    with pytest.raises(trainer.TrainingError, match="not divisible by the 8 devices"):
+        trainer.training_program(_config(toy_data_dir, global_batch_size=12))
