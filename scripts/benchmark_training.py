@@ -53,6 +53,7 @@ def measure(args) -> dict:
     """One measurement in this process: compile (timed), then args.steps timed steps."""
     import jax
     import numpy as np
+    from flax import nnx
 
     from asemble_jax.models import registry
     from asemble_jax.train.config_file import load_config_file
@@ -84,7 +85,8 @@ def measure(args) -> dict:
     step_s = (time.perf_counter() - start) / args.steps
 
     device = jax.devices()[0]
-    forward_gflops = registry.forward_gflops(build_model(config), size)
+    # An abstract model: counting FLOPs needs shapes only, not a second copy of the weights on the device.
+    forward_gflops = registry.forward_gflops(nnx.eval_shape(lambda: build_model(config)), size)
     images_per_second = args.batch / step_s
     model_tflops_per_second = 3 * forward_gflops * images_per_second / 1e3
     peak = peak_tflops(device.device_kind, args.peak_tflops)
