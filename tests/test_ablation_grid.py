@@ -11,6 +11,7 @@ from asemble_jax.train.config_file import load_config_file
 ABLATIONS = os.path.join(os.path.dirname(__file__), os.pardir, "ablations")
 COMPONENTS = os.path.join(ABLATIONS, "components.py")
 BASELINES = os.path.join(ABLATIONS, "baselines.py")
+PRETRAINING = os.path.join(ABLATIONS, "pretraining.py")
 BASE = os.path.join(ABLATIONS, "base.py")
 
 
@@ -112,6 +113,44 @@ def test_baseline_arguments_are_checked(arg, message):
 def test_component_arguments_are_checked(arg, message):
     with pytest.raises(GridError, match=message):
         load_grid(f"{COMPONENTS}:{arg}")
+
+
+def test_pretraining_pairs_differ_only_in_initial_weights_from_the_same_variant_and_seed(tmp_path):
+    (tmp_path / "coronal").mkdir()
+    grid = load_grid(f"{PRETRAINING}:source={tmp_path},variants=full+no_vit,seeds=2,folds=3,steps=40")
+    assert len(grid.cells) == 2 * 2 * 3 * 2
+    assert (grid.table.arm, grid.table.reference, grid.table.pooled) == ("init", "scratch", ("fold",))
+    by_name = {cell.name: cell for cell in grid.cells}
+    for cell in grid.cells:
+        if cell.factors["init"] == "scratch":
+            continue
+        twin = by_name[cell.name.replace("/phantom/", "/scratch/")]
+        variant, seed = cell.factors["variant"], cell.factors["seed"]
+        assert cell.overrides["init_from"] == str(tmp_path / "coronal" / variant / f"seed{seed}")
+        assert {k: v for k, v in cell.overrides.items() if k != "init_from"} == twin.overrides
+        assert cell.config == twin.config
+        assert {k: v for k, v in cell.factors.items() if k != "init"} == {
+            k: v for k, v in twin.factors.items() if k != "init"}
+    # The scratch arm is the bone_mri component grid's cell of the same variant, seed and fold, run for run.
+    components = {c.name: c for c in load_grid(f"{COMPONENTS}:dataset=bone_mri,folds=3,seeds=2,steps=40").cells}
+    scratch = by_name["no_vit/scratch/seed1/fold2"]
+    assert scratch.identity() | {"name": "", "factors": {}} == components["no_vit/seed1/fold2"].identity() | {
+        "name": "", "factors": {}}
+    assert scratch.build_config().init_from == ""
+    assert by_name["no_vit/phantom/seed1/fold2"].build_config().init_from.endswith("coronal/no_vit/seed1")
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("", "needs source"),
+    ("source=/nonexistent/grid", "no coronal/ cells"),
+    ("source={tmp},variants=full+no_brain", "no_brain"),
+    ("source={tmp},preset=huge", "preset"),
+    ("source={tmp},folds=1", "at least 2"),
+])
+def test_pretraining_arguments_are_checked(tmp_path, arg, message):
+    (tmp_path / "coronal").mkdir()
+    with pytest.raises(GridError, match=message):
+        load_grid(f"{PRETRAINING}:{arg.format(tmp=tmp_path)}")
 
 
 def _cell(name, variant="full", seed=0, **overrides):

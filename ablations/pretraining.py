@@ -1,0 +1,75 @@
+r"""Does phantom pretraining help on real MRI? ASembleNet on bone_mri (leave-one-patient-out folds), each
+variant trained from scratch and, paired with it, started from the same variant and seed trained on the coronal
+phantom by a component grid (`source`), under the same budget; the table compares `phantom` with `scratch`.
+
+    python scripts/run_ablations.py --grid=ablations/components.py:preset=tiny,seeds=3,planes=coronal \
+        --workdir=workdirs/ablations/synthetic_components        # the pretrained source, if not there yet
+    python scripts/run_ablations.py \
+        --grid=ablations/pretraining.py:source=workdirs/ablations/synthetic_components,seeds=3 \
+        --workdir=workdirs/ablations/bone_mri_pretraining
+    python scripts/make_tables.py --workdir=workdirs/ablations/bone_mri_pretraining \
+        --out=results/ablations/bone_mri/pretraining
+
+A `phantom` cell loads the best checkpoint of `source`/coronal/VARIANT/seedS (weights, BatchNorm statistics and
+the classification head; step, optimiser and schedule start afresh: config.init_from), so the pair differs only
+in its initial weights: same seed, data order, augmentation and steps. The scratch arm repeats the `full` cells of
+the bone_mri component grid (same configs), so that the pair lives in one workdir and is bootstrapped together.
+
+ARG, comma-separated key=value (lists joined with '+'):
+  source    (required) a component-grid workdir trained on synthetic_sij/coronal with the same preset and input
+            size; a relative path is taken from the current folder and stored absolute
+  preset    ASembleNet preset of both arms; default tiny (the preset of the committed component grids)
+  variants  which variants to compare, e.g. full+no_vit; default full (one table each)
+  seeds     how many seeds, 0..seeds-1; default 3; the source needs the same seeds
+  steps     training steps on bone_mri of every cell; default 300
+  folds     the number of leave-one-patient-out folds of the built dataset; default 5
+"""
+import os
+
+from asemble_jax.ablation.grid import (Cell, Grid, GridError, TableSpec, dataset_notes, parse_count, parse_grid_arg,
+                                       parse_list, training_sets)
+from asemble_jax.models.registry import ablation_variants, presets
+
+BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py")
+INITS = ("scratch", "phantom")
+SOURCE_PLANE = "coronal"  # bone_mri's scans are semi-coronal
+DEFAULTS = {"source": "", "preset": "tiny", "variants": "full", "seeds": "3", "steps": "300", "folds": "5"}
+
+
+def get_grid(arg=None) -> Grid:
+    options = parse_grid_arg(arg, DEFAULTS)
+    if not options["source"]:
+        raise GridError("pretraining needs source=WORKDIR, a component grid trained on synthetic_sij/coronal "
+                        "(e.g. ablations/pretraining.py:source=workdirs/ablations/synthetic_components)")
+    source = os.path.abspath(options["source"])
+    if not os.path.isdir(os.path.join(source, SOURCE_PLANE)):
+        raise GridError(f"source {options['source']}: no {SOURCE_PLANE}/ cells there; it must be the workdir of a "
+                        "component grid run on synthetic_sij/coronal")
+    variants = parse_list(options["variants"])
+    unknown = sorted(set(variants) - set(ablation_variants()))
+    if unknown or not variants:
+        raise GridError(f"variants must come from {', '.join(ablation_variants())}"
+                        + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    if options["preset"] not in presets("asemblenet"):
+        raise GridError(f"preset {options['preset']!r} unknown; valid: {', '.join(presets('asemblenet'))}")
+    seeds, steps = parse_count(options, "seeds"), parse_count(options, "steps")
+    folds = training_sets("bone_mri", [], parse_count(options, "folds", 2))
+
+    def init_overrides(init: str, variant: str, seed: int) -> dict:
+        if init == "scratch":
+            return {}
+        return {"init_from": os.path.join(source, SOURCE_PLANE, variant, f"seed{seed}")}
+
+    cells = tuple(
+        Cell(name=f"{variant}/{init}/seed{seed}/{fold.name_suffix}",
+             factors={**fold.factors, "variant": variant, "init": init, "seed": seed},
+             config=f"{BASE}:model=asemblenet,preset={options['preset']},"
+                    f"dataset={fold.factors['dataset']},variant={variant},seed={seed}",
+             overrides={"total_steps": steps, **fold.overrides, **init_overrides(init, variant, seed)},
+             evaluations=fold.evaluations)
+        for seed in range(seeds) for fold in folds for variant in variants for init in INITS)
+    notes = (f"phantom: initial weights from the best checkpoint of the same variant and seed in {source} "
+             f"({SOURCE_PLANE} phantom); scratch: the base config's random initialisation. "
+             + dataset_notes("bone_mri"))
+    return Grid(name="pretraining", cells=cells, notes=notes,
+                table=TableSpec(arm="init", reference="scratch", pooled=("fold",)))
