@@ -37,8 +37,7 @@ ARG, comma-separated key=value (lists joined with '+'):
 import os
 
 from asemble_jax.ablation.grid import (Cell, Grid, GridError, TableSpec, dataset_notes, parse_count, parse_grid_arg,
-                                       parse_list, training_sets)
-from asemble_jax.models.registry import presets
+                                       parse_list, parse_preset, parse_subset, training_sets)
 
 BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py")
 MODELS = ("asemblenet", "resnet50", "xception", "inception_v3")
@@ -50,13 +49,8 @@ DEFAULTS = {"preset": "small", "size": "128", "planes": "", "seeds": "3", "steps
 
 def get_grid(arg=None) -> Grid:
     options = parse_grid_arg(arg, DEFAULTS)
-    models = parse_list(options["models"])
-    unknown = sorted(set(models) - set(MODELS))
-    if unknown or "asemblenet" not in models:
-        raise GridError(f"models must include asemblenet (the reference) and come from {', '.join(MODELS)}"
-                        + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
-    if options["preset"] not in presets("asemblenet"):
-        raise GridError(f"preset {options['preset']!r} unknown; valid: {', '.join(presets('asemblenet'))}")
+    models = parse_subset(options, "models", MODELS, reference="asemblenet")
+    preset = parse_preset(options)
     size = parse_count(options, "size", MIN_INPUT_SIZE)
     if size % VIT_PATCH:
         raise GridError(f"size={size} must be a multiple of {VIT_PATCH} (ASembleNet's ViT patch)")
@@ -71,7 +65,7 @@ def get_grid(arg=None) -> Grid:
     cells = tuple(
         Cell(name=training_set.cell_name(model, seed),
              factors={**training_set.factors, "model": model, "seed": seed},
-             config=f"{BASE}:model={model},preset={options['preset']},dataset={training_set.factors['dataset']},"
+             config=f"{BASE}:model={model},preset={preset},dataset={training_set.factors['dataset']},"
                     f"seed={seed}",
              overrides={"total_steps": steps, "data.image_size": size, "model.batch_norm_momentum": momentum,
                         **training_set.overrides},

@@ -37,9 +37,9 @@ ARG, comma-separated key=value (lists joined with '+'):
 """
 import os
 
-from asemble_jax.ablation.grid import (Cell, Grid, GridError, TableSpec, dataset_notes, parse_count, parse_grid_arg,
-                                       parse_list, training_sets)
-from asemble_jax.models.registry import ablation_variants, presets
+from asemble_jax.ablation.grid import (Cell, Grid, TableSpec, dataset_notes, parse_count, parse_grid_arg,
+                                       parse_list, parse_preset, parse_subset, training_sets)
+from asemble_jax.models.registry import ablation_variants
 
 BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py")
 DEFAULTS = {"preset": "tiny", "planes": "", "seeds": "3", "steps": "300", "dataset": "synthetic_sij", "folds": "5",
@@ -48,19 +48,14 @@ DEFAULTS = {"preset": "tiny", "planes": "", "seeds": "3", "steps": "300", "datas
 
 def get_grid(arg=None) -> Grid:
     options = parse_grid_arg(arg, DEFAULTS)
-    variants = parse_list(options["variants"])
-    unknown = sorted(set(variants) - set(ablation_variants()))
-    if unknown or "full" not in variants:
-        raise GridError(f"variants must include full (the reference) and come from {', '.join(ablation_variants())}"
-                        + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
-    if options["preset"] not in presets("asemblenet"):
-        raise GridError(f"preset {options['preset']!r} unknown; valid: {', '.join(presets('asemblenet'))}")
+    variants = parse_subset(options, "variants", ablation_variants(), reference="full")
+    preset = parse_preset(options)
     seeds, steps = parse_count(options, "seeds"), parse_count(options, "steps")
     sets = training_sets(options["dataset"], parse_list(options["planes"]), parse_count(options, "folds", 2))
     cells = tuple(
         Cell(name=training_set.cell_name(variant, seed),
              factors={**training_set.factors, "variant": variant, "seed": seed},
-             config=f"{BASE}:model=asemblenet,preset={options['preset']},dataset={training_set.factors['dataset']},"
+             config=f"{BASE}:model=asemblenet,preset={preset},dataset={training_set.factors['dataset']},"
                     f"variant={variant},seed={seed}",
              overrides={"total_steps": steps, **training_set.overrides},
              evaluations=training_set.evaluations)

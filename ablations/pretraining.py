@@ -27,8 +27,8 @@ ARG, comma-separated key=value (lists joined with '+'):
 import os
 
 from asemble_jax.ablation.grid import (Cell, Grid, GridError, TableSpec, dataset_notes, parse_count, parse_grid_arg,
-                                       parse_list, training_sets)
-from asemble_jax.models.registry import ablation_variants, presets
+                                       parse_preset, parse_subset, training_sets)
+from asemble_jax.models.registry import ablation_variants
 
 BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py")
 INITS = ("scratch", "phantom")
@@ -45,13 +45,8 @@ def get_grid(arg=None) -> Grid:
     if not os.path.isdir(os.path.join(source, SOURCE_PLANE)):
         raise GridError(f"source {options['source']}: no {SOURCE_PLANE}/ cells there; it must be the workdir of a "
                         "component grid run on synthetic_sij/coronal")
-    variants = parse_list(options["variants"])
-    unknown = sorted(set(variants) - set(ablation_variants()))
-    if unknown or not variants:
-        raise GridError(f"variants must come from {', '.join(ablation_variants())}"
-                        + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
-    if options["preset"] not in presets("asemblenet"):
-        raise GridError(f"preset {options['preset']!r} unknown; valid: {', '.join(presets('asemblenet'))}")
+    variants = parse_subset(options, "variants", ablation_variants())
+    preset = parse_preset(options)
     seeds, steps = parse_count(options, "seeds"), parse_count(options, "steps")
     folds = training_sets("bone_mri", [], parse_count(options, "folds", 2))
 
@@ -63,7 +58,7 @@ def get_grid(arg=None) -> Grid:
     cells = tuple(
         Cell(name=f"{variant}/{init}/seed{seed}/{fold.name_suffix}",
              factors={**fold.factors, "variant": variant, "init": init, "seed": seed},
-             config=f"{BASE}:model=asemblenet,preset={options['preset']},"
+             config=f"{BASE}:model=asemblenet,preset={preset},"
                     f"dataset={fold.factors['dataset']},variant={variant},seed={seed}",
              overrides={"total_steps": steps, **fold.overrides, **init_overrides(init, variant, seed)},
              evaluations=fold.evaluations)

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 
 from asemble_jax.evaluation.metrics import METRIC_NAMES
+from asemble_jax.models.registry import presets
 from asemble_jax.train.config_file import load_config_file, load_module, parse_key_values
 
 _NAME = re.compile(r"[A-Za-z0-9_.+=-]+(/[A-Za-z0-9_.+=-]+)*")
@@ -187,6 +188,25 @@ def parse_grid_arg(arg: str | None, defaults: Mapping[str, str]) -> dict[str, st
 
 def parse_list(value: str) -> list[str]:
     return [item for item in value.split("+") if item]
+
+
+def parse_subset(options: Mapping[str, str], key: str, valid: Sequence[str], reference: str | None = None
+                 ) -> list[str]:
+    """The '+'-joined list options[key], each item from `valid`, non-empty and holding `reference` if given."""
+    chosen = parse_list(options[key])
+    unknown = sorted(set(chosen) - set(valid))
+    if unknown or not chosen or (reference is not None and reference not in chosen):
+        must = f"include {reference} (the reference) and " if reference is not None else ""
+        raise GridError(f"{key} must {must}come from {', '.join(valid)}"
+                        + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    return chosen
+
+
+def parse_preset(options: Mapping[str, str]) -> str:
+    """options["preset"], an ASembleNet preset."""
+    if options["preset"] not in presets("asemblenet"):
+        raise GridError(f"preset {options['preset']!r} unknown; valid: {', '.join(presets('asemblenet'))}")
+    return options["preset"]
 
 
 def parse_count(options: Mapping[str, str], key: str, minimum: int = 1) -> int:
