@@ -18,17 +18,18 @@ from sklearn.metrics import roc_auc_score
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="a grid workdir whose cells are ARM/seedS/foldK")
+    parser.add_argument("--workdir", required=True, help="a grid workdir whose cells are ARM/seedS/foldK, "
+                        "ARM possibly nested (full/phantom/seed0/fold3)")
     args = parser.parse_args(argv)
-    pattern = os.path.join(args.workdir, "*", "seed*", "fold*", "eval", "*_test_predictions.csv")
-    files = sorted(glob.glob(pattern))
+    pattern = os.path.join(args.workdir, "**", "seed*", "fold*", "eval", "*_test_predictions.csv")
+    files = sorted(glob.glob(pattern, recursive=True))
     if not files:
         print(f"error: {args.workdir}: no held-out predictions ({pattern})", file=sys.stderr)
         return 2
     runs: dict[tuple[str, str], list[pd.DataFrame]] = {}
     for path in files:
-        arm, seed = path[len(args.workdir):].strip(os.sep).split(os.sep)[:2]
-        runs.setdefault((arm, seed), []).append(pd.read_csv(path))
+        *arm, seed = os.path.relpath(path, args.workdir).split(os.sep)[:-3]
+        runs.setdefault(("/".join(arm), seed), []).append(pd.read_csv(path))
     print("| arm | seed | folds | pooled AUC | corr(fold prevalence, fold mean p) |\n|---|---|---:|---:|---:|")
     for (arm, seed), folds in sorted(runs.items()):
         pooled = pd.concat(folds)

@@ -32,6 +32,17 @@ def test_a_prior_only_model_shows_negative_correlation_and_auc_below_chance(tmp_
     assert float(rows["learner"][4]) == 1.0
 
 
+def test_arms_nested_in_several_folders_are_told_apart(tmp_path, capsys):
+    # the pretraining grid's cells are VARIANT/INIT/seedS/foldK
+    _write_folds(tmp_path, "full/scratch", lambda y, prev, rest, i: rest / 3 + 1e-4 * i)
+    _write_folds(tmp_path, "full/phantom", lambda y, prev, rest, i: 0.8 if y else 0.2)
+    assert check_lopo_prior.main([f"--workdir={tmp_path}"]) == 0
+    rows = {line.split("|")[1].strip(): line.split("|") for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"full/scratch", "full/phantom"}
+    assert float(rows["full/scratch"][5]) == pytest.approx(-1.0)
+    assert float(rows["full/phantom"][4]) == 1.0 and int(rows["full/phantom"][3]) == 4
+
+
 def test_a_workdir_without_predictions_is_a_one_line_error(tmp_path, capsys):
     assert check_lopo_prior.main([f"--workdir={tmp_path}"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
