@@ -9,7 +9,8 @@ and optionally preset (default small), seed (default 0).
 
 Sized for CPU: the small preset at 128x128, 150 steps of 16 slices (about 24 epochs of the ~100 training
 slices). Trained from scratch; to start from phantom-pretrained weights instead, train the same preset on
-synthetic_sij/coronal and add --config.init_from=<that workdir> (not run yet).
+synthetic_sij/coronal and add --config.init_from=<that workdir>. ablations/pretraining.py runs that comparison,
+paired and over seeds, for the component grid's tiny preset.
 
 There is no validation patient to spare (5 labelled patients in all), so nothing is selected on held-out data:
 the held-out patient is evaluated once, at the last step, and that last checkpoint is the model.

@@ -15,6 +15,11 @@ the classification head; step, optimiser and schedule start afresh: config.init_
 in its initial weights: same seed, data order, augmentation and steps. The scratch arm repeats the `full` cells of
 the bone_mri component grid (same configs), so that the pair lives in one workdir and is bootstrapped together.
 
+How long it took here (2-core CPU shared with 3-4 baseline grid jobs, load 8-10): `seeds=3` with the committed
+tiny component grid as source, 30 cells of 300 steps, 1.13 h of cell time (median 2.2 min per cell), 1.2 h wall.
+The 15 scratch cells reproduced the bone_mri component grid's `full` cells bit for bit (identical held-out
+predictions), though run at another commit and load. Tables: results/ablations/bone_mri/pretraining/.
+
 ARG, comma-separated key=value (lists joined with '+'):
   source    (required) a component-grid workdir trained on synthetic_sij/coronal with the same preset and input
             size; a relative path is taken from the current folder and stored absolute
