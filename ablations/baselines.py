@@ -4,18 +4,22 @@ training budget: the same steps, batch, optimiser, schedule, augmentation and in
 the grid's steps and size). ASembleNet's `preset` sets only its own width and depth; the baselines have one
 architecture each, whatever the preset.
 
-    python scripts/run_ablations.py --grid=ablations/baselines.py:preset=small,seeds=3 \
+The committed CPU-sized runs, one workdir per plane (several workers may share a workdir; --only splits them):
+
+    python scripts/run_ablations.py --grid=ablations/baselines.py:size=80,steps=200,planes=coronal,seeds=3 \
         --workdir=workdirs/ablations/synthetic_baselines
     python scripts/make_tables.py --workdir=workdirs/ablations/synthetic_baselines \
-        --out=results/ablations/synthetic/baselines
+        --out=results/ablations/synthetic/baselines/coronal
+    (the same with planes=axial, workdir .../synthetic_baselines_axial, out .../baselines/axial)
 
-How long it took here (2-core CPU shared with 2-3 other jobs, load 6-9): the CPU-sized run
-`size=80,steps=200,planes=coronal,seeds=3`, run as `--only='coronal/[ari]*'` (9 cells) plus a second worker with
-`--only='coronal/xception/seed0'`: per cell ASembleNet-small 2.5-3.6 min, InceptionV3 ~7 min, ResNet50 ~17 min,
-Xception 57 min (depthwise-separable convolutions are slow on XLA:CPU: 9 s per step at load 5), so Xception has
-one seed and seeds 1-2 of it are left for a GPU. 2.5 h of cell time in all. The baselines are ~21-24M parameters
-each (results/models/table.md); ASembleNet-small is 1.2M.
-Tables: results/ablations/synthetic/baselines/.
+At the paper's size: `preset=paper,size=256` (not run: a GPU job).
+
+How long it took here (2-core CPU shared with 2-4 other jobs, load 6-10, so upper bounds), per cell at 80 px and
+200 steps of 32 slices: ASembleNet-small 1.9-4.1 min, InceptionV3 6.8-11.8 min, ResNet50 15-25 min, Xception
+47-60 min (depthwise-separable convolutions are slow on XLA:CPU: 9-20 s per step). 8.7 h of cell time for the
+24 cells of both planes, run over two sessions by up to three workers at once. The baselines are ~21-24M
+parameters each (results/models/table.md); ASembleNet-small is 1.2M.
+Tables: results/ablations/synthetic/baselines/{coronal,axial}/.
 
 Cells run seed by seed (every model of seed 0 first), so a partial grid already compares all models.
 
