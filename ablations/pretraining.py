@@ -12,8 +12,9 @@ phantom by a component grid (`source`), under the same budget; the table compare
 
 A `phantom` cell loads the best checkpoint of `source`/coronal/VARIANT/seedS (weights, BatchNorm statistics and
 the classification head; step, optimiser and schedule start afresh: config.init_from), so the pair differs only
-in its initial weights: same seed, data order, augmentation and steps. The scratch arm repeats the `full` cells of
-the bone_mri component grid (same configs), so that the pair lives in one workdir and is bootstrapped together.
+in its initial weights: same seed, data order, augmentation and steps. The scratch arm repeats the bone_mri
+component grid's cells of the same variants (same configs), so that each pair lives in one workdir and is
+bootstrapped together.
 
 How long it took here (2-core CPU shared with 3-4 baseline grid jobs, load 8-10): `seeds=3` with the committed
 tiny component grid as source, 30 cells of 300 steps, 1.13 h of cell time (median 2.2 min per cell), 1.2 h wall.
