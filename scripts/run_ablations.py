@@ -13,6 +13,7 @@ with the same overrides, or use another workdir. SIGTERM or Ctrl-C: the running 
 worker stops. Tables: scripts/make_tables.py --workdir=DIR.
 """
 import argparse
+import os
 import sys
 
 from asemble_jax.ablation import claims, runner
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
         overrides = dict(parse_override(a[len("--config."):]) for a in extra)
         grid = load_grid(args.grid).with_overrides(overrides)
         if args.dry_run:
-            print(runner.describe(grid, grid.select(args.only), args.workdir, stale_after=args.stale_after))
+            _print_listing(runner.describe(grid, grid.select(args.only), args.workdir, stale_after=args.stale_after))
             return 0
         summary = runner.run_grid(grid, args.workdir, only=args.only, in_process=args.in_process,
                                   retry_failed=args.retry_failed, stale_after=args.stale_after,
@@ -50,6 +51,15 @@ def main(argv=None) -> int:
     if summary.interrupted:
         return 3
     return 1 if summary.failed else 0
+
+
+def _print_listing(text: str) -> None:
+    """Prints a listing; a reader that stops early (`--dry_run | head`) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would hit the closed pipe again when it flushes stdout at exit and print a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":
