@@ -15,7 +15,7 @@ The committed CPU-sized runs, one workdir per plane (several workers may share a
 At the paper's size: `preset=paper,size=256` (not run: a GPU job).
 
 How long it took here (2-core CPU shared with 2-4 other jobs, load 6-10, so upper bounds), per cell at 80 px and
-200 steps of 32 slices: ASembleNet-small 1.9-4.1 min, InceptionV3 6.8-11.8 min, ResNet50 15-25 min, Xception
+200 steps of 32 slices (`wall_time_s` of each cell's cell.json): ASembleNet-small 1.9-4.1 min, InceptionV3 6.8-11.8 min, ResNet50 15-25 min, Xception
 47-60 min (depthwise-separable convolutions are slow on XLA:CPU: 9-20 s per step). 8.7 h of cell time for the
 24 cells of both planes, run over two sessions by up to three workers at once. The baselines are ~21-24M
 parameters each (results/models/table.md); ASembleNet-small is 1.2M.
