@@ -43,6 +43,7 @@ PLANE = "coronal"  # semi-coronal: the slab follows the sacrum's long axis
 LABEL_NAMES = ("no_inflammation", "inflammation")
 READINGS = ("R11", "R12", "R21", "R22")  # R<reader><reading>
 LESION_MIN_VOTES = 2
+CHECKSUMS_PATH = pathlib.Path(__file__).resolve().parent / "checksums.tsv"  # where TFDS looks (ProjectBuilder)
 ATTRIBUTION = (
     "Hepburn C, Jones A, Bainbridge A, Ciurtin C, Iglesias JE, Zhang H, Hall-Craggs MA, Bray TJP. Volume of "
     "hyperintense inflammation (VHI): a quantitative imaging biomarker of inflammation load in spondyloarthritis, "
@@ -103,6 +104,20 @@ def remote_files() -> dict[str, str]:
         if subject in INFLAMMATION_SEGMENTED_SUBJECTS:
             paths.extend(reading_path(scan_id, reading) for reading in READINGS)
     return {path: RAW_URL + path for path in paths}
+
+
+def check_checksums_known(urls: Sequence[str], url_infos: Mapping[str, object] | None) -> None:
+    """Raises a one-line InputError if any url has no line in checksums.tsv.
+
+    TFDS validates a download only against a line it has, and downloads a url without one unchecked (unless
+    force_checksums_validation is set), so the builder refuses before downloading anything.
+    """
+    missing = sorted(set(urls) - set(url_infos or {}))
+    if missing:
+        shown = ", ".join(url.removeprefix(RAW_URL) for url in missing[:3])
+        raise InputError(CHECKSUMS_PATH, f"no sha256/size line for {len(missing)} of the {len(set(urls))} files to "
+                                         f"download ({shown}{', ...' if len(missing) > 3 else ''}); refusing to "
+                                         "download them unchecked (register_checksums=True adds the lines)")
 
 
 def patient_splits(patient_ids: Sequence[str], *, val_fraction: float = 0.2,
@@ -330,7 +345,10 @@ class Builder(ProjectBuilder):
             scans = discover_local_scans(manual_dir, skipped)
             origin = "manual_dir"
         else:
-            downloaded = dl_manager.download(remote_files())
+            urls = remote_files()
+            if not dl_manager.register_checksums:
+                check_checksums_known(list(urls.values()), self.url_infos)
+            downloaded = dl_manager.download(urls)
             scans = scans_from_download({name: pathlib.Path(path) for name, path in downloaded.items()})
             origin = f"download of {REPOSITORY} at {PINNED_COMMIT}"
         config = PreprocessConfig()

@@ -204,10 +204,63 @@ def test_download_fetches_every_scan_of_the_pinned_commit(tmp_path, monkeypatch)
     assert all(url.startswith(f"https://raw.githubusercontent.com/c-hepburn/Bone_MRI/{bone_mri.PINNED_COMMIT}/")
                for url in requested)
     checksummed = {line.split("\t")[0] for line in CHECKSUMS.read_text().splitlines() if not line.startswith("#")}
-    assert checksummed <= set(requested)
+    assert checksummed == set(requested)
     # data_description.docx: 10 subjects with a STIR scan, 8 of them read for inflammation by 2 readers x 2 readings.
     assert len(requested) == 10 + 8 * 4
     patients = split_patient_sets(builder)
     assert len(patients["train"] | patients["val"] | patients["test"]) == 8
     assert len(patients["unlabeled"]) == 2
     assert builder.info.metadata["origin"].startswith("download")
+
+
+def checksum_lines() -> dict[str, tuple[int, str]]:
+    rows = [line.split("\t") for line in CHECKSUMS.read_text().splitlines() if not line.startswith("#")]
+    assert all(len(row) == 3 for row in rows)
+    return {url: (int(size), sha256) for url, size, sha256 in rows}
+
+
+def test_every_url_the_builder_requests_has_a_checksum_line():
+    """Offline: the URLs come from the builder's own remote_files(), the lines from checksums.tsv as TFDS loads it."""
+    requested = set(bone_mri.remote_files().values())
+    assert len(requested) == 10 + 8 * 4
+    lines = checksum_lines()
+    assert set(lines) == requested
+    assert len(lines) == len(CHECKSUMS.read_text().splitlines()) - 3  # no URL twice (3 comment lines)
+    assert all(size > 0 and len(sha256) == 64 and int(sha256, 16) >= 0 for size, sha256 in lines.values())
+    assert pathlib.Path(bone_mri.Builder._checksums_path) == bone_mri.CHECKSUMS_PATH == CHECKSUMS
+    assert set(bone_mri.Builder.url_infos) == requested  # what the TFDS download manager validates against
+    assert {url: (int(info.size), info.checksum) for url, info in bone_mri.Builder.url_infos.items()} == lines
+    bone_mri.check_checksums_known(sorted(requested), bone_mri.Builder.url_infos)
+
+
+def test_a_file_without_a_checksum_line_is_refused_before_any_download(tmp_path, monkeypatch):
+    unlisted = bone_mri.RAW_URL + bone_mri.reading_path("4386", "R22")
+    infos = {url: info for url, info in bone_mri.Builder.url_infos.items() if url != unlisted}
+    monkeypatch.setattr(bone_mri.Builder, "url_infos", infos)
+    requested = []
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", lambda self, urls: requested.extend(urls))
+    with pytest.raises(InputError) as error:
+        build("bone_mri", data_dir=tmp_path / "tfds")
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{CHECKSUMS}: no sha256/size line for 1 of the 42 files")
+    assert bone_mri.reading_path("4386", "R22") in message
+    assert requested == []
+
+
+def test_the_download_manager_refuses_a_file_that_differs_from_its_line(tmp_path, monkeypatch):
+    """The real TFDS download path with only the HTTP fetch replaced: a synthetic file is not the published one."""
+    from tensorflow_datasets.core.download import checksums as tfds_checksums
+    from tensorflow_datasets.core.download import download_manager, downloader
+
+    def fake_fetch(self, url, destination_path, verify=True):
+        target = pathlib.Path(destination_path) / url.rsplit("/", 1)[-1]
+        if "/images_study/" in url:
+            make_dummy_data.write_image(target, target.name.split("_")[0])
+        else:
+            make_dummy_data.write_reading(target, pathlib.Path(url).parent.name)
+        return downloader.DownloadResult(path=target, url_info=tfds_checksums.compute_url_info(target))
+
+    monkeypatch.setattr(downloader._Downloader, "_sync_download", fake_fetch)
+    with pytest.raises(download_manager.NonMatchingChecksumError, match="has wrong checksum"):
+        build("bone_mri", data_dir=tmp_path / "tfds")
