@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from asemble_jax.evaluation import bootstrap
 from asemble_jax.evaluation.bootstrap import bootstrap_metrics, paired_bootstrap
 from asemble_jax.evaluation.metrics import METRIC_NAMES, weighted_metrics
 
@@ -145,3 +146,61 @@ def test_paired_bootstrap_detects_a_better_auc():
 def test_patient_ids_must_match_the_examples():
     with pytest.raises(ValueError, match="one id per example"):
         bootstrap_metrics(np.array([0, 1, 1]), np.array([0.2, 0.7, 0.9]), np.array([0, 1]))
+
+
+# ---- the one patient resampler --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_patients", [1, 2, 7, 61])
+@pytest.mark.parametrize("chunk_rows", [1, 3, 64, 999, 1000, 5000, None])
+def test_the_resampler_gives_the_same_counts_in_any_chunking(n_patients, chunk_rows):
+    # The canonical draw is one multinomial call: the committed ablation tables were made from exactly it.
+    expected = np.random.default_rng(3).multinomial(n_patients, np.full(n_patients, 1 / n_patients), size=1000)
+    chunks = list(bootstrap.patient_resample_counts(n_patients, 1000, 3, chunk_rows=chunk_rows))
+    if chunk_rows is not None:
+        assert [len(c) for c in chunks[:-1]] == [chunk_rows] * (len(chunks) - 1) and 0 < len(chunks[-1]) <= chunk_rows
+    np.testing.assert_array_equal(np.concatenate(chunks), expected)
+    assert (expected.sum(axis=1) == n_patients).all()
+
+
+def test_the_resampler_refuses_what_it_cannot_draw():
+    with pytest.raises(ValueError, match="at least one patient"):
+        next(bootstrap.patient_resample_counts(0, 10, 0))
+    with pytest.raises(ValueError, match="chunk_rows"):
+        next(bootstrap.patient_resample_counts(5, 10, 0, chunk_rows=0))
+
+
+def test_every_bootstrap_draws_the_same_patients_for_the_same_seed():
+    # One example per patient, so that each bootstrap's resampled statistic is a function of the same counts:
+    # bootstrap_metrics' accuracy, patient_bootstrap_mean of the correctness and the accuracy computed by hand
+    # from one multinomial call must give one interval.
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, 2, 37)
+    probabilities = rng.uniform(size=37)
+    correct = ((probabilities >= 0.5) == labels).astype(float)
+    counts = np.random.default_rng(4).multinomial(37, np.full(37, 1 / 37), size=700)
+    by_hand = np.percentile(counts @ correct / 37, [2.5, 97.5])
+    accuracy = bootstrap_metrics(labels, probabilities, np.arange(37), n_resamples=700, seed=4)["accuracy"]
+    mean = bootstrap.patient_bootstrap_mean(correct, np.arange(37), n_resamples=700, seed=4)
+    assert (accuracy.low, accuracy.high) == pytest.approx(tuple(by_hand), abs=1e-12)
+    assert (mean["ci_low"], mean["ci_high"]) == pytest.approx(tuple(by_hand), abs=1e-12)
+
+
+def test_a_small_chunk_budget_does_not_change_an_interval(monkeypatch):
+    data = _scored_patients(np.random.default_rng(9), 25)
+    whole = bootstrap_metrics(*data, n_resamples=300, seed=2)
+    paired = paired_bootstrap(data[0], data[1], data[1][::-1].copy(), data[2], n_resamples=300, seed=2)
+    monkeypatch.setattr(bootstrap, "_CELLS_PER_CHUNK", 7 * data[0].size)  # 7 resamples a chunk
+    chunked = bootstrap_metrics(*data, n_resamples=300, seed=2)
+    for name in METRIC_NAMES:
+        assert (chunked[name].low, chunked[name].high) == pytest.approx((whole[name].low, whole[name].high),
+                                                                        abs=1e-12)
+    again = paired_bootstrap(data[0], data[1], data[1][::-1].copy(), data[2], n_resamples=300, seed=2)
+    assert (again.low, again.high, again.p_value) == pytest.approx((paired.low, paired.high, paired.p_value),
+                                                                   abs=1e-12)
+
+
+@pytest.mark.parametrize("level, n_resamples", [(0.0, 100), (1.0, 100), (95, 100), (0.95, 0)])
+def test_patient_bootstrap_mean_refuses_a_bad_level(level, n_resamples):
+    with pytest.raises(ValueError, match="level|n_resamples"):
+        bootstrap.patient_bootstrap_mean(np.array([0.2, 0.4, 0.9]), np.array(["a", "b", "c"]), level=level,
+                                         n_resamples=n_resamples)

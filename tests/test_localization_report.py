@@ -226,3 +226,9 @@ def test_script_names_an_unusable_workdir_in_one_line(tmp_path, capsys):
     assert script.main([f"--workdir={tmp_path}", "--dataset=synthetic_sij/coronal"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith(f"error: {tmp_path}") and "config.json" in error[0]
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0, 95])
+def test_bootstrap_refuses_a_bad_level(level):
+    with pytest.raises(ValueError, match="level"):
+        report.patient_bootstrap_mean(np.array([0.0, 1.0]), np.array(["a", "b"]), level=level)

@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.metrics import roc_curve
 
 from asemble_jax import atomic_io
 from asemble_jax.ablation.grid import TableSpec
 from asemble_jax.ablation.tables import METRIC_LABELS, Table
+from asemble_jax.evaluation.figures import RocCurve, plot_roc as roc_figure
 
 
 def plot_differences(table: Table, spec: TableSpec, path: str, title: str) -> None:
@@ -35,21 +35,9 @@ def plot_differences(table: Table, spec: TableSpec, path: str, title: str) -> No
     atomic_io.save_figure(figure, path, dpi=120)
 
 
-def plot_roc(table: Table, path: str, title: str) -> None:
-    """Every run's ROC curve, one colour per arm (its seeds as separate thin curves)."""
-    figure = Figure(figsize=(5, 5))
-    axes = figure.add_subplot()
-    colours = [f"C{i % 10}" for i in range(len(table.rows))]
-    for colour, row in zip(colours, table.rows):
-        mean_auc = row.mean.get("auc", math.nan)
-        for i, predictions in enumerate(table.runs[row.arm].values()):
-            if len(np.unique(predictions.labels)) < 2:
-                continue
-            fpr, tpr, _ = roc_curve(predictions.labels, predictions.probabilities)
-            axes.plot(fpr, tpr, color=colour, linewidth=1.0, alpha=0.7,
-                      label=f"{row.arm} (mean AUC {mean_auc:.3f})" if i == 0 else None)
-    axes.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
-    axes.set(xlabel="1 − specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01), title=title)
-    axes.legend(loc="lower right", fontsize="small")
-    figure.tight_layout()
-    atomic_io.save_figure(figure, path, dpi=120)
+def plot_roc(table: Table, path: str, title: str) -> Figure:
+    """Every run's ROC curve, one colour per arm (its seeds as separate curves)."""
+    curves = [RocCurve(predictions.labels, predictions.probabilities,
+                       f"{row.arm} (mean AUC {row.mean.get('auc', math.nan):.3f})", f"C{i % 10}")
+              for i, row in enumerate(table.rows) for predictions in table.runs[row.arm].values()]
+    return roc_figure(curves, path, title)

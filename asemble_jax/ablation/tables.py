@@ -29,7 +29,8 @@ from asemble_jax.ablation import cell as cell_lib
 from asemble_jax.ablation.grid import Grid, TableSpec
 from asemble_jax.ablation.runner import cell_dir
 from asemble_jax.data.errors import InputError
-from asemble_jax.evaluation.bootstrap import PairedDifference, two_sided_p_value
+from asemble_jax.evaluation.bootstrap import (PairedDifference, check_level, patient_resample_counts,
+                                           percentile_interval, two_sided_p_value)
 from asemble_jax.evaluation.comparisons import DeLongResult, McNemarResult, delong_test, mcnemar, mcnemar_table
 from asemble_jax.evaluation.metrics import METRIC_NAMES, weighted_metrics
 
@@ -103,6 +104,7 @@ def paired_differences(arm: Mapping[Any, Predictions], reference: Mapping[Any, P
                        where: str = "table") -> dict[str, PairedDifference]:
     """metric(arm) - metric(reference), averaged over the seeds both have, with the pooled paired bootstrap over
     patients (module docstring). Empty when they share no seed."""
+    check_level(level, n_resamples)
     seeds = sorted(set(arm) & set(reference), key=str)
     if not seeds:
         return {}
@@ -119,19 +121,15 @@ def paired_differences(arm: Mapping[Any, Predictions], reference: Mapping[Any, P
         return {name: value / len(seeds) for name, value in total.items()}
 
     estimate = averaged(np.ones((1, n_patients)))
-    weights = np.random.default_rng(seed).multinomial(n_patients, np.full(n_patients, 1 / n_patients),
-                                                      size=n_resamples)
+    # All resamples in one chunk, as the committed tables were made: the same counts in any chunking, and one
+    # chunk also keeps every matrix product the same shape, so the tables reproduce to the last bit.
+    (weights,) = patient_resample_counts(n_patients, n_resamples, seed, chunk_rows=n_resamples)
     resampled = averaged(weights)
     results = {}
     for name in metrics:
-        finite = resampled[name][np.isfinite(resampled[name])]
-        if finite.size:
-            low, high = np.percentile(finite, [50 * (1 - level), 50 * (1 + level)])
-            p_value = two_sided_p_value(finite)
-        else:
-            low = high = p_value = math.nan
-        results[name] = PairedDifference(name, float(estimate[name][0]), float(low), float(high), float(p_value),
-                                         level, int(finite.size), int(n_patients))
+        low, high, n_valid = percentile_interval(resampled[name], level)
+        results[name] = PairedDifference(name, float(estimate[name][0]), low, high,
+                                         two_sided_p_value(resampled[name]), level, n_valid, int(n_patients))
     return results
 
 

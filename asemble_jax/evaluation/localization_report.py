@@ -32,6 +32,8 @@ from matplotlib.figure import Figure
 from asemble_jax import atomic_io, gradcam
 from asemble_jax.data.examples import decode_png
 from asemble_jax.data.pipeline import to_model_input
+from asemble_jax.evaluation.bootstrap import patient_bootstrap_mean
+from asemble_jax.evaluation.formatting import format_interval
 from asemble_jax.evaluation.localization import (DEFAULT_TOLERANCE_PX, LocalizationScores, centre_prior,
                                                  localization_scores)
 from asemble_jax.train.trainer import build_model
@@ -193,26 +195,6 @@ def pool(results: Sequence[LocalizationResult]) -> LocalizationResult:
     return LocalizationResult(slices, trained, rows)
 
 
-def patient_bootstrap_mean(values: np.ndarray, patient_ids: np.ndarray, *, n_resamples: int = 2000,
-                           level: float = 0.95, seed: int = 0) -> dict[str, float]:
-    """Mean of the finite `values` with its percentile interval, resampling patients with replacement (each
-    drawn patient brings all of its examples)."""
-    values = np.asarray(values, np.float64)
-    finite = np.isfinite(values)
-    patients, index = np.unique(np.asarray(patient_ids)[finite], return_inverse=True)
-    if patients.size == 0:
-        return {"estimate": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0, "n_patients": 0}
-    sums = np.bincount(index, weights=values[finite], minlength=patients.size)
-    counts = np.bincount(index, minlength=patients.size).astype(np.float64)
-    # How often each patient is drawn in n draws with replacement is a multinomial with equal probabilities.
-    times = np.random.default_rng(seed).multinomial(patients.size, np.full(patients.size, 1 / patients.size),
-                                                    size=n_resamples)
-    means = (times @ sums) / (times @ counts)
-    low, high = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])
-    return {"estimate": float(sums.sum() / counts.sum()), "ci_low": float(low), "ci_high": float(high),
-            "n": int(counts.sum()), "n_patients": int(patients.size)}
-
-
 def _metric_values(scores: LocalizationScores, metric: str) -> np.ndarray:
     return {"pointing_game": scores.pointing_hit, "heat_inside": scores.heat_inside,
             "pixel_auc": scores.pixel_auc}[metric]
@@ -251,10 +233,6 @@ def summarise(result: LocalizationResult, *, n_resamples: int = 2000, seed: int 
     }
 
 
-def _cell(block: dict[str, float]) -> str:
-    return f"{block['estimate']:.3f} ({block['ci_low']:.3f} to {block['ci_high']:.3f})"
-
-
 def markdown(summary: dict[str, Any], title: str) -> str:
     lines = [
         f"# {title}", "",
@@ -268,11 +246,11 @@ def markdown(summary: dict[str, Any], title: str) -> str:
         "", "| heatmap | layer | n | pointing game | heat inside | pixel AUC |", "|---|---|---:|---|---|---|"]
     for row in summary["rows"]:
         lines.append(f"| {row['heatmap']} | {row['layer'] or '-'} | {row['pointing_game']['n']} | "
-                     + " | ".join(_cell(row[metric]) for metric in METRICS) + " |")
+                     + " | ".join(format_interval(row[metric]) for metric in METRICS) + " |")
     lines += ["", "Paired differences (per slice, then averaged; CI by patient bootstrap):", "",
               "| difference | pointing game | heat inside | pixel AUC |", "|---|---|---|---|"]
     for name, block in summary["differences"].items():
-        lines.append(f"| {name} | " + " | ".join(_cell(block[metric]) for metric in METRICS) + " |")
+        lines.append(f"| {name} | " + " | ".join(format_interval(block[metric]) for metric in METRICS) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -14,12 +14,13 @@ from typing import Any
 import jax
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.metrics import roc_curve
 
 from asemble_jax import atomic_io, parallel
 from asemble_jax.data import pipeline
 from asemble_jax.evaluation.bootstrap import bootstrap_metrics
 from asemble_jax.evaluation.calibration import plot_reliability_diagram, reliability_diagram
+from asemble_jax.evaluation.figures import RocCurve, plot_roc
+from asemble_jax.evaluation.formatting import format_interval
 from asemble_jax.evaluation.metrics import METRIC_NAMES, classification_metrics
 from asemble_jax.evaluation.thresholds import aggregate_by_patient, youden_threshold
 from asemble_jax.train import step as step_lib
@@ -65,29 +66,15 @@ def _markdown(report: dict[str, Any]) -> str:
              f"`{report['threshold_split']}`, applied unchanged here.", "",
              "| threshold | " + " | ".join(METRIC_NAMES) + " |", "|---|" + "---|" * len(METRIC_NAMES)]
     for name, block in report["thresholds"].items():
-        cells = [f"{block[m]['estimate']:.3f} ({block[m]['ci_low']:.3f}-{block[m]['ci_high']:.3f})"
-                 for m in METRIC_NAMES]
+        cells = [format_interval(block[m]) for m in METRIC_NAMES]
         lines.append(f"| {name} = {block['threshold']:.3f} | " + " | ".join(cells) + " |")
     lines += ["", f"Expected calibration error: {report['expected_calibration_error']:.3f}."]
     if report.get("patient_level"):
         block = report["patient_level"]
-        lines.append(f"Patient level (mean probability per patient, threshold 0.5): AUC {block['auc']['estimate']:.3f} "
-                     f"({block['auc']['ci_low']:.3f}-{block['auc']['ci_high']:.3f}), accuracy "
-                     f"{block['accuracy']['estimate']:.3f}, n = {block['n']} patients.")
+        lines.append(f"Patient level (mean probability per patient, threshold 0.5): AUC "
+                     f"{format_interval(block['auc'])}, accuracy {block['accuracy']['estimate']:.3f}, "
+                     f"n = {block['n']} patients.")
     return "\n".join(lines) + "\n"
-
-
-def _plot_roc(labels, probs, path: str, title: str) -> None:
-    figure = Figure(figsize=(4, 4))
-    axes = figure.add_subplot()
-    if len(np.unique(labels)) == 2:
-        fpr, tpr, _ = roc_curve(labels, probs)
-        axes.plot(fpr, tpr, color="tab:blue", label=f"AUC {classification_metrics(labels, probs)['auc']:.3f}")
-        axes.legend(loc="lower right")
-    axes.plot([0, 1], [0, 1], "--", color="grey")
-    axes.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1))
-    figure.tight_layout()
-    atomic_io.save_figure(figure, path, dpi=120)
 
 
 def _plot_confusion(matrix, class_names, path: str, title: str) -> None:
@@ -149,7 +136,8 @@ def evaluate_workdir(workdir: str, *, dataset: str | None = None, split: str = "
     atomic_io.write_text(stem + ".md", _markdown(report))
     atomic_io.write_text(stem + "_predictions.csv", _predictions_csv(probs, labels, patients))
     title = f"{dataset} {split}"
-    _plot_roc(labels, probs, stem + "_roc.png", title)
+    auc = report["thresholds"]["0.5"]["auc"]["estimate"]
+    plot_roc([RocCurve(labels, probs, f"AUC {auc:.3f}", "tab:blue")], stem + "_roc.png", title, size=4)
     _plot_confusion(report["thresholds"]["0.5"]["confusion_matrix"], ("negative", "positive"),
                     stem + "_confusion.png", f"{title}, threshold 0.5")
     plot_reliability_diagram(diagram, stem + "_calibration.png", title=title)
