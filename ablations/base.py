@@ -34,7 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # bfloat16 on GPU/TPU: activations in bfloat16, parameters and optimiser state stay float32.
     config.model.dtype = "float32"
     # 0: each model's own BatchNorm momentum (ASembleNet's WRN 0.9 as in PyTorch, the Keras applications 0.99);
-    # else every BatchNorm's (see asemble_jax/train/trainer.py:set_batch_norm_momentum).
+    # else every BatchNorm's (see asemble_jax/workdir.py:set_batch_norm_momentum).
     config.model.batch_norm_momentum = 0.0
 
     config.data = ml_collections.ConfigDict()

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from asemble_jax import atomic_io
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 from asemble_jax.data.pipeline import to_model_input
 from asemble_jax.data.preprocess import preprocess
 from asemble_jax.data.readers import read_image, read_nifti_volume

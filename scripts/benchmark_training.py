@@ -57,7 +57,8 @@ def measure(args) -> dict:
 
     from asemble_jax.models import registry
     from asemble_jax.train.config_file import load_config_file
-    from asemble_jax.train.trainer import build_model, enable_compilation_cache, training_program
+    from asemble_jax.train.trainer import enable_compilation_cache, training_program
+    from asemble_jax.workdir import build_model
 
     config = load_config_file(f"{CONFIG}:model={args.model},preset={args.preset}")
     config.global_batch_size, config.model.dtype = args.batch, args.dtype

@@ -12,7 +12,7 @@ import sys
 import time
 
 from asemble_jax.data.builders import DEFAULT_DATA_DIR, build
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 
 from asemble_jax import atomic_io
 from asemble_jax.data.builders import DEFAULT_DATA_DIR, get_builder
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 from asemble_jax.data.examples import decode_png
 from asemble_jax.data.near_duplicates import DEFAULT_THRESHOLD, hash_hex, near_duplicate_pairs, perceptual_hash
 

@@ -20,12 +20,13 @@ from matplotlib.figure import Figure
 from asemble_jax import atomic_io
 from asemble_jax.provenance import git_commit
 from asemble_jax.data.builders import build
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError, UserError
 from asemble_jax.data.figures import write_samples_figure
-from asemble_jax.evaluation.report import Predictor, evaluate_workdir
+from asemble_jax.evaluation.report import evaluate_workdir
 from asemble_jax.train.config_file import load_config_file
 from asemble_jax.train.metrics_log import MetricsLog
-from asemble_jax.train.trainer import TrainingError, train_and_evaluate
+from asemble_jax.train.trainer import train_and_evaluate
+from asemble_jax.workdir import Predictor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "ablations", "base.py") + ":model=asemblenet,preset=small,dataset=synthetic_sij/coronal"
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     try:
         train_and_evaluate(config, args.workdir)
-    except TrainingError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     timings["train_s"] = time.perf_counter() - start

@@ -8,9 +8,8 @@ Youden's J from validation), _predictions.csv, and ROC, confusion-matrix and cal
 import argparse
 import sys
 
-from asemble_jax.data.errors import InputError
 from asemble_jax.evaluation.report import evaluate_workdir
-from asemble_jax.train.trainer import TrainingError
+from asemble_jax.errors import UserError
 
 
 def main(argv=None) -> int:
@@ -25,7 +24,7 @@ def main(argv=None) -> int:
     try:
         report = evaluate_workdir(args.workdir, dataset=args.dataset, split=args.split, out_dir=args.out,
                                   data_dir=args.data_dir, n_resamples=args.n_resamples)
-    except (InputError, TrainingError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     block = report["thresholds"]["0.5"]

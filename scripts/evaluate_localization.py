@@ -12,11 +12,11 @@ import os
 import sys
 import time
 
-from asemble_jax.data.errors import InputError
 from asemble_jax.data.pipeline import open_source
 from asemble_jax.evaluation import localization_report
 from asemble_jax.evaluation.localization import DEFAULT_TOLERANCE_PX
-from asemble_jax.train.trainer import TrainingError, load_trained_model
+from asemble_jax.errors import UserError
+from asemble_jax.workdir import load_trained_model
 
 
 def main(argv=None) -> int:
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         result = localization_report.evaluate_localization(
             model, localization_report.randomised_model(config), source, image_size=config.data.image_size,
             batch_size=args.batch_size, tolerance_px=args.tolerance_px)
-    except (InputError, TrainingError, ValueError) as error:
+    except (UserError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     stem = os.path.join(args.out or os.path.join(args.workdir, "eval"),

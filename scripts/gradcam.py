@@ -28,8 +28,8 @@ import jax
 import numpy as np
 
 from asemble_jax import gradcam
-from asemble_jax.data.errors import InputError
-from asemble_jax.train.trainer import TrainingError, load_trained_model
+from asemble_jax.errors import InputError, UserError
+from asemble_jax.workdir import load_trained_model
 from asemble_jax.user_inputs import Slice, batches, input_files, load_slices, slice_argument, write_png
 
 EXIT_SOME_INPUTS_FAILED = 1
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"model in {args.workdir}, got {args.target_class}")
         return run(model, image_size=config.data.image_size, input_path=args.input, out=args.out,
                    slice_index=args.slice_index, target_class=args.target_class, batch_size=args.batch_size)
-    except (TrainingError, InputError, OSError, ValueError, TypeError) as error:
+    except (UserError, OSError, ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_UNUSABLE_SETUP
 

@@ -13,7 +13,7 @@ import sys
 from asemble_jax.ablation.report import write_tables
 from asemble_jax.ablation.runner import RunnerError
 from asemble_jax.ablation.tables import THRESHOLDS, TableError
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 
 
 def main(argv=None) -> int:

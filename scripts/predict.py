@@ -32,8 +32,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from asemble_jax import gradcam
-from asemble_jax.data.errors import InputError
-from asemble_jax.train.trainer import TrainingError, load_trained_model
+from asemble_jax.errors import InputError, UserError
+from asemble_jax.workdir import load_trained_model
 from asemble_jax.user_inputs import Slice, batches, load_slices, slice_argument, write_png
 
 EXIT_SOME_FILES_FAILED = 1
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         files = list(dict.fromkeys(args.files))  # a file named twice is predicted once
         return run(model, files, out=args.out or args.workdir / "predictions", image_size=config.data.image_size,
                    names=names, slice_index=args.slice_index, batch_size=args.batch_size)
-    except (TrainingError, OSError, ValueError, TypeError) as error:
+    except (UserError, OSError, ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_UNUSABLE_SETUP
 

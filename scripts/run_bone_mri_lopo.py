@@ -35,7 +35,7 @@ from sklearn.metrics import roc_curve
 from asemble_jax import atomic_io
 from asemble_jax.provenance import command_line, git_commit
 from asemble_jax.data.builders import get_builder
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 from asemble_jax.data.pipeline import open_source
 from asemble_jax.evaluation import localization_report
 from asemble_jax.evaluation.bootstrap import bootstrap_metrics

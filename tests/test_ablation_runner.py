@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from asemble_jax import atomic_io
+from asemble_jax.workdir import GridWorkdir, Workdir
 from asemble_jax.ablation import cell as cell_lib
 from asemble_jax.ablation import claims, runner
 from asemble_jax.ablation.grid import Cell, Evaluation, Grid, TableSpec
@@ -26,7 +27,7 @@ def _grid(names=("a/full/seed0", "a/no_se/seed0", "a/full/seed1", "a/no_se/seed1
 
 
 def _record(workdir, name, status, **extra):
-    atomic_io.write_json(os.path.join(workdir, *name.split("/"), cell_lib.RECORD),
+    atomic_io.write_json(GridWorkdir(workdir).cell(name).cell_record,
                          {"name": name, "status": status, "wall_time_s": 1.0, **extra})
 
 
@@ -140,7 +141,7 @@ def fake_cells(monkeypatch):
             raise cell_lib.CellInterrupted(cell.name)
         record = {"name": cell.name, "status": outcome, "wall_time_s": 0.02,
                   "error": "TrainingError: loss is nan at step 3" if outcome == "failed" else None}
-        atomic_io.write_json(os.path.join(cell_dir, cell_lib.RECORD), record)
+        atomic_io.write_json(Workdir(cell_dir).cell_record, record)
         return record
 
     monkeypatch.setattr(cell_lib, "execute_cell", execute)
@@ -229,7 +230,7 @@ def test_a_cell_subprocess_that_fails_is_recorded_with_its_error(tmp_path):
     assert summary.failed == ["a/full/seed0"]
     record = cell_lib.read_record(runner.cell_dir(str(tmp_path), grid.cells[0]))
     assert record["status"] == "failed" and "no field 'data.no_such_field'" in record["error"]
-    assert "GridError" in open(os.path.join(runner.cell_dir(str(tmp_path), grid.cells[0]), cell_lib.ERROR_LOG)).read()
+    assert "GridError" in open(Workdir(runner.cell_dir(str(tmp_path), grid.cells[0])).error_log).read()
     assert not claims.inspect(runner.cell_dir(str(tmp_path), grid.cells[0])).held
 
 
@@ -317,7 +318,7 @@ def test_a_cell_that_raises_is_recorded_as_failed_with_one_line(tmp_path, monkey
     monkeypatch.setattr(cell_lib, "train_and_evaluate", explode)
     record = cell_lib.execute_cell(_one_cell(), str(tmp_path), grid_name="g")
     assert record["status"] == "failed" and record["error"] == "RuntimeError: out of patience"
-    assert "Traceback" in open(os.path.join(tmp_path, cell_lib.ERROR_LOG)).read()
+    assert "Traceback" in open(Workdir(str(tmp_path)).error_log).read()
 
 
 def test_a_worker_that_lost_its_claim_records_nothing(tmp_path, fabricated_training):
@@ -331,7 +332,7 @@ def test_a_worker_that_lost_its_claim_records_nothing(tmp_path, fabricated_train
 
 def test_model_costs_count_the_built_model():
     from asemble_jax.models.registry import count_parameters, model_arguments
-    from asemble_jax.train.trainer import build_model
+    from asemble_jax.workdir import build_model
 
     config = Cell("x", {}, f"{BASE}:preset=tiny,variant=vit_only", {}, ()).build_config()
     costs = cell_lib.model_costs(config)

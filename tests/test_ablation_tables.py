@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from statsmodels.stats.contingency_tables import mcnemar as statsmodels_mcnemar
 
 from asemble_jax import atomic_io
-from asemble_jax.ablation import cell as cell_lib
+from asemble_jax.workdir import Workdir
 from asemble_jax.ablation import runner, tables
 from asemble_jax.ablation.grid import Cell, Evaluation, Grid, TableSpec
 from asemble_jax.ablation.report import write_tables
@@ -157,7 +157,7 @@ def _write_cell(workdir, cell, predictions, youden, status="done"):
     rows += [f"{i},{p},{y},{float(q)!r}" for i, (p, y, q) in enumerate(zip(predictions.patients, predictions.labels,
                                                                     predictions.probabilities))]
     atomic_io.write_text(os.path.join(directory, relative), "\n".join(rows) + "\n")
-    atomic_io.write_json(os.path.join(directory, cell_lib.RECORD), {
+    atomic_io.write_json(Workdir(directory).cell_record, {
         "name": cell.name, "status": status, "error": None if status == "done" else "TrainingError: boom",
         "factors": dict(cell.factors), "wall_time_s": 60.0, "gflops": 0.25,
         "params": 1000 if cell.factors["variant"] == "full" else 900, "train_images_per_second": 100.0 + cell.factors["seed"],

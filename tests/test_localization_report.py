@@ -14,7 +14,7 @@ from asemble_jax import gradcam
 from asemble_jax.data import examples
 from asemble_jax.evaluation import localization_report as report
 from asemble_jax.train.config_file import load_config_file
-from asemble_jax.train.trainer import build_model
+from asemble_jax.workdir import build_model
 
 SIDE = examples.IMAGE_SIZE
 MODEL_INPUT = 32
@@ -147,7 +147,7 @@ def perfect_vs_inverted():
 
 
 def test_summary_of_known_maps(perfect_vs_inverted):
-    summary = report.summarise(perfect_vs_inverted, n_resamples=200)
+    summary = report.summarise(perfect_vs_inverted.scored, n_resamples=200)
     assert summary["headline_layer"] == gradcam.FUSED
     rows = {(row["heatmap"], row["layer"]): row for row in summary["rows"]}
     for metric in report.METRICS:
@@ -177,13 +177,13 @@ def test_bootstrap_skips_unscored_examples():
 
 
 def test_pooling_equals_scoring_the_examples_together(perfect_vs_inverted, result):
-    pooled = report.pool([perfect_vs_inverted, perfect_vs_inverted])
-    assert pooled.slices.masks.shape[0] == 12
+    pooled = report.pool([perfect_vs_inverted.scored, perfect_vs_inverted.scored])
+    assert pooled.patient_ids.shape == (12,)
     for row, original in zip(pooled.rows, perfect_vs_inverted.rows):
         np.testing.assert_array_equal(row.scores.heat_inside, np.tile(original.scores.heat_inside, 2))
     assert report.summarise(pooled)["rows"][0]["heat_inside"]["n"] == 12
     with pytest.raises(ValueError, match="same rows"):
-        report.pool([perfect_vs_inverted, result])
+        report.pool([perfect_vs_inverted.scored, result.scored])
 
 
 def test_report_files(result, tmp_path):
@@ -232,3 +232,19 @@ def test_script_names_an_unusable_workdir_in_one_line(tmp_path, capsys):
 def test_bootstrap_refuses_a_bad_level(level):
     with pytest.raises(ValueError, match="level"):
         report.patient_bootstrap_mean(np.array([0.0, 1.0]), np.array(["a", "b"]), level=level)
+
+
+def test_scores_survive_their_json_record(result):
+    """A grid cell stores its scores as JSON and the tables pool them: the round trip must lose nothing."""
+    import json
+
+    scored = result.scored
+    restored = report.ScoredSlices.from_json(json.loads(json.dumps(scored.to_json())))
+    assert restored.resolution == scored.resolution and restored.headline_layer == scored.headline_layer
+    np.testing.assert_array_equal(restored.patient_ids, scored.patient_ids)
+    for row, original in zip(restored.rows, scored.rows):
+        assert (row.heatmap, row.layer) == (original.heatmap, original.layer)
+        for name in ("has_lesion", "pointing_hit", "heat_inside", "pixel_auc"):
+            np.testing.assert_array_equal(getattr(row.scores, name), getattr(original.scores, name))
+    assert (json.dumps(report.summarise(restored, n_resamples=50), sort_keys=True)
+            == json.dumps(report.summarise(scored, n_resamples=50), sort_keys=True))

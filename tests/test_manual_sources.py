@@ -9,7 +9,7 @@ import scipy.fft
 
 from asemble_jax.data import manual_sources as ms
 from asemble_jax.data.build_log import SkippedFiles, relative
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 from asemble_jax.data.near_duplicates import (DEFAULT_THRESHOLD, group_near_duplicates, hamming_distances,
                                               perceptual_hash)
 

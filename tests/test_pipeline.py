@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 from asemble_jax.data.examples import encode_png, features
 from asemble_jax.data.pipeline import eval_batches, open_source, train_iterator
 

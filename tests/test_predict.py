@@ -21,6 +21,7 @@ from asemble_jax.data import examples
 from asemble_jax.data.pipeline import to_model_input
 from asemble_jax.data.preprocess import preprocess
 from asemble_jax.data.readers import read_image
+from asemble_jax import workdir as workdir_lib
 from asemble_jax.train import trainer
 from asemble_jax.train.config_file import load_config_file
 
@@ -75,7 +76,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(workdir):
-    model, config, _ = trainer.load_trained_model(str(workdir))
+    model, config, _ = workdir_lib.load_trained_model(str(workdir))
     return model, config
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from asemble_jax.data import preprocess as pp
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 from asemble_jax.data.readers import read_nifti_volume
 
 

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, MRImageStorage, RLELossless, generate_uid
 
 from asemble_jax.data import readers
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 
 
 def _raises_for(path, *fragments, reader=readers.read_image, **kwargs):

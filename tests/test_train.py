@@ -9,6 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from asemble_jax.data import examples, pipeline
+from asemble_jax import workdir as workdir_lib
 from asemble_jax.train import trainer
 from asemble_jax.train.config_file import load_config_file
 
@@ -72,7 +73,7 @@ def _config(data_dir, **overrides):
 
 
 def _final_params(workdir):
-    model, _, step = trainer.load_trained_model(workdir, which="latest")
+    model, _, step = workdir_lib.load_trained_model(workdir, which="latest")
     from flax import nnx
     return step, jax.tree.leaves(jax.device_get(nnx.state(model, nnx.Param)))
 
@@ -85,7 +86,7 @@ def uninterrupted(toy_data_dir, tmp_path_factory):
 
 
 def test_config_json_reloads_to_the_same_config(toy_data_dir, uninterrupted):
-    assert json.loads(trainer.load_config(uninterrupted).to_json(sort_keys=True)) == json.loads(
+    assert json.loads(workdir_lib.load_config(uninterrupted).to_json(sort_keys=True)) == json.loads(
         _config(toy_data_dir).to_json_best_effort(sort_keys=True))
 
 
@@ -182,7 +183,7 @@ def test_workdir_with_another_config_is_refused_unless_allowed(toy_data_dir, uni
 
 
 def test_unknown_variant_is_a_clear_error(toy_data_dir, tmp_path):
-    with pytest.raises(trainer.TrainingError, match="unknown model variant"):
+    with pytest.raises(workdir_lib.WorkdirError, match="unknown model variant"):
         trainer.train_and_evaluate(_config(toy_data_dir, **{"model.variant": "no_fusion"}), str(tmp_path),
                                    progress=False)
 
@@ -212,7 +213,7 @@ def test_initial_weights_are_the_source_runs_best_checkpoint(toy_data_dir, unint
     config = _config(toy_data_dir, init_from=uninterrupted)
     fresh = trainer.training_program(config).state
     state = trainer.initialised_from(fresh, config)
-    source, _, _ = trainer.load_trained_model(uninterrupted, which="best")
+    source, _, _ = workdir_lib.load_trained_model(uninterrupted, which="best")
     expected = jax.tree.leaves(jax.device_get(nnx.state(source, nnx.Param)))
     for got, want in zip(jax.tree.leaves(jax.device_get(state.params)), expected, strict=True):
         np.testing.assert_array_equal(got, want)
@@ -246,13 +247,13 @@ def test_batch_norm_momentum_override_reaches_every_batch_norm(toy_data_dir):
     from flax import nnx
 
     def momenta(config):
-        return {node.momentum for _, node in nnx.iter_graph(trainer.build_model(config))
+        return {node.momentum for _, node in nnx.iter_graph(workdir_lib.build_model(config))
                 if isinstance(node, nnx.BatchNorm)}
 
     assert momenta(_config(toy_data_dir)) == {0.9}  # the wide-ResNet branch's own (PyTorch's default)
     assert momenta(_config(toy_data_dir, **{"model.batch_norm_momentum": 0.99})) == {0.99}
-    with pytest.raises(trainer.TrainingError, match="batch_norm_momentum"):
-        trainer.build_model(_config(toy_data_dir, **{"model.batch_norm_momentum": 1.5}))
+    with pytest.raises(workdir_lib.WorkdirError, match="batch_norm_momentum"):
+        workdir_lib.build_model(_config(toy_data_dir, **{"model.batch_norm_momentum": 1.5}))
 
 
 def test_config_guard_accepts_fields_added_since_the_run_started_and_nothing_else(toy_data_dir, tmp_path):

@@ -2,13 +2,14 @@
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
 from asemble_jax.evaluation.metrics import classification_metrics
-from asemble_jax.train import checkpoint
+from asemble_jax import checkpoint
 from asemble_jax.train.metrics_log import MetricsLog
 
 
@@ -45,14 +46,30 @@ def test_best_checkpoint_is_kept_apart_from_max_to_keep(tmp_path):
         ckpts.save(step, _state(step), {})
     ckpts.wait()
     assert ckpts.best_step() == 1 and ckpts.latest_step() == 4
-    assert ckpts.restore_best(checkpoint.abstract_like(_state(0)))[0] == 1
     ckpts.close()
+    weights = {"w": checkpoint.abstract_like(_state(0))["w"]}
+    assert checkpoint.restore_weights(tmp_path, weights, "best")[0] == 1
+    assert checkpoint.restore_weights(tmp_path, weights, "latest")[0] == 4
+
+
+def test_weights_are_restored_without_the_rest_of_the_state(tmp_path):
+    """Inference reads the named fields only: an optimiser state whose structure it cannot know stays on disk."""
+    ckpts = checkpoint.Checkpoints(tmp_path, max_to_keep=2)
+    ckpts.save(3, {**_state(3), "opt_state": {"mu": jnp.ones(5), "count": jnp.int32(7)}}, {})
+    ckpts.wait()
+    ckpts.close()
+    step, parts = checkpoint.restore_weights(tmp_path, {"w": jax.ShapeDtypeStruct((3, 2), jnp.float32)}, "best")
+    assert step == 3 and set(parts) == {"w"}  # no best step saved: the latest one stands in
+    assert isinstance(parts["w"], jax.Array)  # placed on a device, as a freshly built model's weights are
+    np.testing.assert_array_equal(parts["w"], np.full((3, 2), 3.0))
 
 
 def test_no_checkpoint_restores_nothing(tmp_path):
     ckpts = checkpoint.Checkpoints(tmp_path, max_to_keep=2)
     assert ckpts.restore_latest(checkpoint.abstract_like(_state(0))) is None
     ckpts.close()
+    assert checkpoint.restore_weights(tmp_path / "absent", {"w": checkpoint.abstract_like(_state(0))["w"]},
+                                      "best") is None
 
 
 def test_metrics_log_drops_records_after_the_restored_step(tmp_path):

@@ -27,16 +27,14 @@ from asemble_jax import atomic_io
 from asemble_jax.ablation.claims import DEFAULT_HEARTBEAT_S, Claim
 from asemble_jax.ablation.grid import Cell
 from asemble_jax.provenance import now, provenance
-from asemble_jax.evaluation.report import Predictor, evaluate_workdir
+from asemble_jax.evaluation.report import evaluate_workdir
 from asemble_jax.models.registry import count_parameters, forward_gflops
 from asemble_jax.train.metrics_log import MetricsLog
-from asemble_jax.train.trainer import build_model, train_and_evaluate
+from asemble_jax.train.trainer import train_and_evaluate
+from asemble_jax.workdir import Predictor, Workdir, build_model
 
 log = logging.getLogger(__name__)
 
-RECORD = "cell.json"
-LOG = "cell.log"
-ERROR_LOG = "error.log"
 DONE, FAILED = "done", "failed"
 # Distinct from Python's own 1 (an uncaught exception) and 2 (bad arguments): those mean the process crashed.
 EXIT_DONE, EXIT_INTERRUPTED, EXIT_LOST, EXIT_FAILED = 0, 3, 4, 5
@@ -52,21 +50,21 @@ class ClaimLost(Exception):
 
 def read_record(cell_dir: str) -> dict[str, Any] | None:
     try:
-        with open(os.path.join(cell_dir, RECORD)) as f:
+        with open(Workdir(cell_dir).cell_record) as f:
             return json.load(f)
     except FileNotFoundError:
         return None
 
 
 def last_train_step(cell_dir: str) -> int:
-    return max((r["step"] for r in MetricsLog(os.path.join(cell_dir, "metrics.jsonl")).read()
+    return max((r["step"] for r in MetricsLog(Workdir(cell_dir).metrics).read()
                 if r.get("split") == "train"), default=0)
 
 
 def train_images_per_second(cell_dir: str) -> float | None:
     """Median over the logged windows but the first, which includes compiling the train step (unless it is the
     only one); the median keeps a window slowed by a resume's compilation from counting much."""
-    rates = [r["images_per_second"] for r in MetricsLog(os.path.join(cell_dir, "metrics.jsonl")).read()
+    rates = [r["images_per_second"] for r in MetricsLog(Workdir(cell_dir).metrics).read()
              if r.get("split") == "train" and isinstance(r.get("images_per_second"), (int, float))]
     return statistics.median(rates[1:] or rates) if rates else None
 
@@ -90,7 +88,8 @@ def _evaluate(cell: Cell, cell_dir: str) -> tuple[int, list[dict[str, Any]]]:
     results = []
     for evaluation in cell.evaluations:
         report = evaluate_workdir(cell_dir, dataset=evaluation.dataset, split=evaluation.split, predictor=predictor)
-        stem = os.path.join("eval", f"{evaluation.dataset.replace('/', '_')}_{evaluation.split}")
+        paths = Workdir(cell_dir)
+        stem = paths.relative(paths.eval_stem(evaluation.dataset, evaluation.split))
         block = report["thresholds"]["0.5"]
         results.append({
             "role": evaluation.role, "dataset": evaluation.dataset, "split": evaluation.split,
@@ -130,12 +129,12 @@ def execute_cell(cell: Cell, cell_dir: str, *, grid_name: str, claim: Claim | No
     except CellInterrupted:
         raise
     except Exception as error:  # noqa: BLE001 - a failed cell is recorded and the grid goes on
-        atomic_io.write_text(os.path.join(cell_dir, ERROR_LOG), traceback.format_exc())
+        atomic_io.write_text(Workdir(cell_dir).error_log, traceback.format_exc())
         record.update(status=FAILED, error=_one_line(error))
     record.update(wall_time_s=time.perf_counter() - start, finished=now())
     if claim is not None and not claim.check():
         raise ClaimLost(f"{cell.name}: another worker took this cell over; not recording this run")
-    atomic_io.write_json(os.path.join(cell_dir, RECORD), record)
+    atomic_io.write_json(Workdir(cell_dir).cell_record, record)
     return record
 
 

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
+from asemble_jax.errors import UserError
 from asemble_jax.evaluation.metrics import METRIC_NAMES
 from asemble_jax.models.registry import presets
 from asemble_jax.train.config_file import load_config_file, load_module, parse_key_values
@@ -35,7 +36,7 @@ SYNTHETIC_EXTERNAL = {"coronal": "synthetic_sij/shifted", "axial": "synthetic_si
 PLANES = ("axial", "coronal")
 
 
-class GridError(ValueError):
+class GridError(UserError, ValueError):
     """A grid that cannot be expanded or run as asked; the message is the one line a user needs."""
 
 

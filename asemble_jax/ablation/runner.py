@@ -31,17 +31,18 @@ from asemble_jax import atomic_io
 from asemble_jax.ablation import cell as cell_lib
 from asemble_jax.ablation import claims
 from asemble_jax.ablation.grid import Cell, Grid, GridError
+from asemble_jax.errors import UserError
+from asemble_jax.workdir import GridWorkdir, Workdir
 
-GRID_RECORD = "grid.json"
 PENDING, DONE, FAILED, RUNNING, STALE, PARTIAL = "pending", "done", "failed", "running", "stale", "partial"
 
 
-class RunnerError(RuntimeError):
+class RunnerError(UserError):
     """A grid that cannot be run in this workdir; the message is the one line a user needs."""
 
 
 def cell_dir(workdir: str, cell: Cell) -> str:
-    return os.path.join(workdir, *cell.name.split("/"))
+    return GridWorkdir(workdir).cell(cell.name).root
 
 
 def cell_status(workdir: str, cell: Cell, *, stale_after: float = claims.DEFAULT_STALE_AFTER_S) -> str:
@@ -56,7 +57,7 @@ def cell_status(workdir: str, cell: Cell, *, stale_after: float = claims.DEFAULT
         return RUNNING
     if state.stale:
         return STALE
-    return PARTIAL if os.path.exists(os.path.join(directory, "metrics.jsonl")) else PENDING
+    return PARTIAL if os.path.exists(Workdir(directory).metrics) else PENDING
 
 
 def command_line(grid: Grid, workdir: str, overrides: Mapping[str, Any]) -> str:
@@ -68,7 +69,7 @@ def command_line(grid: Grid, workdir: str, overrides: Mapping[str, Any]) -> str:
 
 def write_grid_record(grid: Grid, workdir: str, command: str) -> None:
     """Stores the expanded grid, or refuses a workdir that holds another grid (its tables would mix two)."""
-    path = os.path.join(workdir, GRID_RECORD)
+    path = GridWorkdir(workdir).grid_record
     # Written completely under a private name, then linked: of two workers starting at once, exactly one
     # creates grid.json and the other compares against it.
     private = f"{path}.{claims.worker_id().replace(':', '_')}"
@@ -102,9 +103,9 @@ def _first_difference(stored: dict[str, dict], new: dict[str, dict]) -> str:
 
 def read_grid_record(workdir: str) -> tuple[Grid, str]:
     """(grid, the command that first ran it) of a grid workdir."""
-    path = os.path.join(workdir, GRID_RECORD)
+    path = GridWorkdir(workdir).grid_record
     if not os.path.exists(path):
-        raise RunnerError(f"{workdir}: no {GRID_RECORD}; is this a grid workdir (scripts/run_ablations.py)?")
+        raise RunnerError(f"{workdir}: no {os.path.basename(path)}; is this a grid workdir (scripts/run_ablations.py)?")
     with open(path) as f:
         payload = json.load(f)
     return Grid.from_json(payload), payload.get("command", "")
@@ -201,7 +202,7 @@ def _run_subprocess(cell: Cell, directory: str, claim: claims.Claim, grid: Grid,
     command = [sys.executable, "-m", "asemble_jax.ablation.cell", f"--cell={json.dumps(cell.to_json())}",
                f"--cell_dir={directory}", f"--claim={claim.path}", f"--grid={grid.name}", f"--heartbeat={heartbeat}"]
     start = time.perf_counter()
-    log_path = os.path.join(directory, cell_lib.LOG)
+    log_path = Workdir(directory).cell_log
     with open(log_path, "a") as log:
         # Its own session: a Ctrl-C in the terminal reaches only this runner, which passes on a SIGTERM.
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -221,7 +222,7 @@ def _run_subprocess(cell: Cell, directory: str, claim: claims.Claim, grid: Grid,
     if code == -signal.SIGKILL:
         reason += " (out of memory?)"
     error = f"cell process {reason}; last output: {_tail(log_path)}"
-    atomic_io.write_json(os.path.join(directory, cell_lib.RECORD),
+    atomic_io.write_json(Workdir(directory).cell_record,
                          cell_lib.failure_record(cell, grid.name, error, time.perf_counter() - start))
     return FAILED
 

@@ -20,15 +20,14 @@ import csv
 import dataclasses
 import io
 import math
-import os
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from asemble_jax.ablation import cell as cell_lib
 from asemble_jax.ablation.grid import Grid, TableSpec
-from asemble_jax.ablation.runner import cell_dir
-from asemble_jax.data.errors import InputError
+from asemble_jax.workdir import GridWorkdir
+from asemble_jax.errors import InputError, UserError
 from asemble_jax.evaluation.bootstrap import (PairedDifference, check_level, patient_resample_counts,
                                            percentile_interval, two_sided_p_value)
 from asemble_jax.evaluation.comparisons import DeLongResult, McNemarResult, delong_test, mcnemar, mcnemar_table
@@ -40,8 +39,8 @@ COST_LABELS = {"params": "params", "gflops": "GFLOPs", "train_images_per_second"
 THRESHOLDS = ("0.5", "youden")
 
 
-class TableError(ValueError):
-    """Results that cannot be tabulated as asked; the message is the one line a user needs."""
+class TableError(UserError, ValueError):
+    """Results that cannot be tabulated as asked."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +198,7 @@ def collect(workdir: str, grid: Grid, *, threshold: str = "0.5", n_resamples: in
     spec = grid.table
     records, done = [], {}
     for cell in grid.cells:
-        record = cell_lib.read_record(cell_dir(workdir, cell))
+        record = cell_lib.read_record(GridWorkdir(workdir).cell(cell.name).root)
         if record is not None:
             records.append(record)
             if record["status"] == cell_lib.DONE:
@@ -224,7 +223,7 @@ def collect(workdir: str, grid: Grid, *, threshold: str = "0.5", n_resamples: in
             if entry is None:
                 raise TableError(f"{cell.name}: its record has no '{evaluation.role}' evaluation; was it run by "
                                  "another version of the grid?")
-            predictions = read_predictions(os.path.join(cell_dir(workdir, cell), entry["predictions"]),
+            predictions = read_predictions(GridWorkdir(workdir).cell(cell.name).path(entry["predictions"]),
                                            entry["thresholds"][threshold])
             pooled = tuple(cell.factors.get(f) for f in spec.pooled)
             parts.setdefault(key, {}).setdefault(arm, {}).setdefault(replicate, []).append((pooled, predictions))

@@ -5,7 +5,7 @@ import dataclasses
 import logging
 import os
 
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import tensorflow_datasets as tfds
 from asemble_jax.data import examples
 from asemble_jax.data.build_log import SkippedFiles, relative
 from asemble_jax.data.builders import ProjectBuilder
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 from asemble_jax.data.near_duplicates import DEFAULT_THRESHOLD, group_near_duplicates, hash_hex, perceptual_hash
 from asemble_jax.data.preprocess import PreprocessConfig, preprocess, window_to_uint8
 from asemble_jax.data.readers import read_image

@@ -32,7 +32,7 @@ import tensorflow_datasets as tfds
 
 from asemble_jax.data import augment as augmentation
 from asemble_jax.data.augment import AugmentConfig
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 from asemble_jax.data.examples import IMAGE_SIZE, decode_png
 from asemble_jax.data.preprocess import resize_to
 

@@ -38,7 +38,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 from asemble_jax.data.readers import DEFAULT_MAX_PIXELS, MIN_SIDE
 
 Box = tuple[int, int, int, int]

@@ -42,7 +42,7 @@ import pydicom.errors
 import pydicom.pixels
 from PIL import Image, UnidentifiedImageError
 
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 
 # 8192 x 8192, 256 MiB as float32: far above any MR slice or volume we expect, and below Pillow's own
 # decompression-bomb threshold, so Pillow never warns before this module refuses.

@@ -36,7 +36,7 @@ from asemble_jax.evaluation.bootstrap import patient_bootstrap_mean
 from asemble_jax.evaluation.formatting import format_interval
 from asemble_jax.evaluation.localization import (DEFAULT_TOLERANCE_PX, LocalizationScores, centre_prior,
                                                  localization_scores)
-from asemble_jax.train.trainer import build_model
+from asemble_jax.workdir import build_model
 
 LESION_CLASS = 1
 TRAINED = "trained"
@@ -130,19 +130,64 @@ class Row:
         return self.heatmap if not self.layer else f"{self.heatmap}: {self.layer}"
 
 
+class _Rows:
+    rows: list[Row]
+
+    @property
+    def headline_layer(self) -> str:
+        """The fused map when the model has several layers, else its only one."""
+        layers = [row.layer for row in self.rows if row.heatmap == TRAINED]
+        return gradcam.FUSED if gradcam.FUSED in layers else layers[0]
+
+    def row(self, heatmap: str, layer: str = "") -> Row:
+        return next(row for row in self.rows if (row.heatmap, row.layer) == (heatmap, layer))
+
+
 @dataclasses.dataclass(frozen=True)
-class LocalizationResult:
+class ScoredSlices(_Rows):
+    """The scores of every lesion slice without the slices' images and maps: what a grid cell stores, what the
+    folds of a cross-validation pool, what summarise reads."""
+    patient_ids: np.ndarray  # (N,) str
+    mask_fraction: np.ndarray  # (N,) the share of each slice that its mask covers
+    lesion_probability: np.ndarray  # (N,) the trained model's probability of LESION_CLASS
+    resolution: tuple[int, int]
+    rows: list[Row]  # trained layers, randomised layers, centre prior; in table order
+
+    def to_json(self) -> dict[str, Any]:
+        arrays = {"has_lesion": bool, "pointing_hit": float, "heat_inside": float, "pixel_auc": float}
+        return {
+            "patient_ids": [str(p) for p in self.patient_ids], "mask_fraction": self.mask_fraction.tolist(),
+            "lesion_probability": self.lesion_probability.tolist(), "resolution": list(self.resolution),
+            "rows": [{"heatmap": row.heatmap, "layer": row.layer, "tolerance_px": row.scores.tolerance_px,
+                      **{name: [None if kind is float and not np.isfinite(v) else kind(v)
+                                for v in getattr(row.scores, name)] for name, kind in arrays.items()}}
+                     for row in self.rows]}
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> ScoredSlices:
+        def floats(values):
+            return np.array([np.nan if v is None else v for v in values], np.float64)
+
+        rows = [Row(r["heatmap"], r["layer"], LocalizationScores(
+            has_lesion=np.array(r["has_lesion"], bool), pointing_hit=floats(r["pointing_hit"]),
+            heat_inside=floats(r["heat_inside"]), pixel_auc=floats(r["pixel_auc"]), tolerance_px=r["tolerance_px"]))
+            for r in payload["rows"]]
+        return cls(np.array(payload["patient_ids"]), floats(payload["mask_fraction"]),
+                   floats(payload["lesion_probability"]), tuple(payload["resolution"]), rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalizationResult(_Rows):
     slices: LesionSlices
     trained: ModelHeatmaps  # kept for the figure
     rows: list[Row]  # trained layers, randomised layers, centre prior; in table order
 
     @property
-    def headline_layer(self) -> str:
-        """The fused map when the model has several layers, else its only one."""
-        return gradcam.FUSED if gradcam.FUSED in self.trained.maps else next(iter(self.trained.maps))
-
-    def row(self, heatmap: str, layer: str = "") -> Row:
-        return next(row for row in self.rows if (row.heatmap, row.layer) == (heatmap, layer))
+    def scored(self) -> ScoredSlices:
+        masks = self.slices.masks
+        return ScoredSlices(self.slices.patient_ids, masks.mean(axis=(1, 2)),
+                            self.trained.lesion_probability.astype(np.float64),
+                            tuple(masks.shape[1:]), self.rows)
 
 
 def score_heatmaps(slices: LesionSlices, trained: ModelHeatmaps, randomised: ModelHeatmaps, *,
@@ -166,8 +211,8 @@ def evaluate_localization(model, reference_model, source: Sequence[dict[str, Any
                           tolerance_px=tolerance_px)
 
 
-def pool(results: Sequence[LocalizationResult]) -> LocalizationResult:
-    """One result over the examples of several (e.g. the held-out patients of cross-validation folds)."""
+def pool(results: Sequence[ScoredSlices]) -> ScoredSlices:
+    """One set of scores over the slices of several (e.g. the held-out patients of cross-validation folds)."""
     if not results:
         raise ValueError("nothing to pool")
     keys = [[(row.heatmap, row.layer) for row in result.rows] for result in results]
@@ -176,14 +221,13 @@ def pool(results: Sequence[LocalizationResult]) -> LocalizationResult:
     tolerances = {row.scores.tolerance_px for result in results for row in result.rows}
     if len(tolerances) != 1:
         raise ValueError(f"results to pool were scored with different tolerances: {sorted(tolerances)}")
+    resolutions = {result.resolution for result in results}
+    if len(resolutions) != 1:
+        raise ValueError(f"results to pool were scored at different resolutions: {sorted(resolutions)}")
 
     def cat(arrays):
         return np.concatenate(list(arrays))
 
-    slices = LesionSlices(*(cat(getattr(r.slices, f.name) for r in results)
-                            for f in dataclasses.fields(LesionSlices)))
-    trained = ModelHeatmaps({name: cat(r.trained.maps[name] for r in results) for name in results[0].trained.maps},
-                            cat(r.trained.lesion_probability for r in results))
     tolerance_px = tolerances.pop()
     rows = []
     for i, (heatmap, layer) in enumerate(keys[0]):
@@ -192,7 +236,8 @@ def pool(results: Sequence[LocalizationResult]) -> LocalizationResult:
             has_lesion=cat(p.has_lesion for p in parts), pointing_hit=cat(p.pointing_hit for p in parts),
             heat_inside=cat(p.heat_inside for p in parts), pixel_auc=cat(p.pixel_auc for p in parts),
             tolerance_px=tolerance_px)))
-    return LocalizationResult(slices, trained, rows)
+    return ScoredSlices(cat(r.patient_ids for r in results), cat(r.mask_fraction for r in results),
+                        cat(r.lesion_probability for r in results), resolutions.pop(), rows)
 
 
 def _metric_values(scores: LocalizationScores, metric: str) -> np.ndarray:
@@ -200,10 +245,10 @@ def _metric_values(scores: LocalizationScores, metric: str) -> np.ndarray:
             "pixel_auc": scores.pixel_auc}[metric]
 
 
-def summarise(result: LocalizationResult, *, n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+def summarise(result: ScoredSlices, *, n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """JSON-ready summary: every row's metrics with patient-bootstrap CIs, and the headline layer's paired
     differences from the randomised model and from the centre prior."""
-    patients = result.slices.patient_ids
+    patients = result.patient_ids
 
     def interval(values):
         return patient_bootstrap_mean(values, patients, n_resamples=n_resamples, seed=seed)
@@ -215,14 +260,13 @@ def summarise(result: LocalizationResult, *, n_resamples: int = 2000, seed: int 
         differences[reference.label] = {
             metric: interval(_metric_values(trained, metric) - _metric_values(reference.scores, metric))
             for metric in METRICS}
-    masks = result.slices.masks
     return {
-        "n_examples": int(masks.shape[0]),
+        "n_examples": int(patients.size),
         "n_patients": int(np.unique(patients).size),
-        "resolution": list(masks.shape[1:]),
+        "resolution": list(result.resolution),
         "tolerance_px": trained.tolerance_px,
-        "mean_mask_fraction": float(masks.mean()),
-        "mean_lesion_probability": float(result.trained.lesion_probability.mean()),
+        "mean_mask_fraction": float(result.mask_fraction.mean()),
+        "mean_lesion_probability": float(result.lesion_probability.mean()),
         "n_resamples": n_resamples,
         "seed": seed,
         "headline_layer": headline,
@@ -288,7 +332,7 @@ def write_report(result: LocalizationResult, stem: str, *, title: str, n_resampl
     """Writes <stem>.json, <stem>.md and the figure of cases (<stem>_cases.png unless `cases_figure` puts it
     elsewhere: images of data whose terms forbid redistribution must stay out of committed results); returns the
     summary."""
-    summary = summarise(result, n_resamples=n_resamples, seed=seed)
+    summary = summarise(result.scored, n_resamples=n_resamples, seed=seed)
     atomic_io.write_json(stem + ".json", summary)
     atomic_io.write_text(stem + ".md", markdown(summary, title))
     plot_cases(result, cases_figure or stem + "_cases.png")

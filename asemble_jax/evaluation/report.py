@@ -8,41 +8,19 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from typing import Any
 
-import jax
 import numpy as np
 from matplotlib.figure import Figure
 
-from asemble_jax import atomic_io, parallel
-from asemble_jax.data import pipeline
+from asemble_jax import atomic_io
 from asemble_jax.evaluation.bootstrap import bootstrap_metrics
 from asemble_jax.evaluation.calibration import plot_reliability_diagram, reliability_diagram
 from asemble_jax.evaluation.figures import RocCurve, plot_roc
 from asemble_jax.evaluation.formatting import format_interval
 from asemble_jax.evaluation.metrics import METRIC_NAMES, classification_metrics
 from asemble_jax.evaluation.thresholds import aggregate_by_patient, youden_threshold
-from asemble_jax.train import step as step_lib
-from asemble_jax.train.trainer import load_trained_model, predict_split
-
-
-class Predictor:
-    """A trained workdir's model, ready to give positive-class probabilities for any split of any dataset."""
-
-    def __init__(self, workdir: str, *, which: str = "best"):
-        model, self.config, self.step = load_trained_model(workdir, which=which)
-        graphdef, state = step_lib.inference_state(model)
-        self._dp = parallel.DataParallel(self.config.parallel)
-        self._state = self._dp.put_state(state)
-        self._predict = self._dp.predict(step_lib.make_predict_step(graphdef, use_ema=False))
-
-    def predict(self, dataset: str, split: str, data_dir: str | None = None):
-        """(probabilities, labels, patient ids) of every example of dataset/split, each exactly once."""
-        source = pipeline.open_source(dataset, split, data_dir or self.config.data.data_dir)
-        batch_size = self.config.global_batch_size // jax.process_count()
-        return predict_split(self._dp, self._predict, self._state, source, batch_size=batch_size,
-                             image_size=self.config.data.image_size)
+from asemble_jax.workdir import Predictor, Workdir
 
 
 def _with_intervals(labels, probs, patients, threshold: float, n_resamples: int, seed: int) -> dict[str, Any]:
@@ -107,8 +85,7 @@ def evaluate_workdir(workdir: str, *, dataset: str | None = None, split: str = "
     predictor = predictor or Predictor(workdir)
     config = predictor.config
     dataset = dataset or config.data.dataset
-    out_dir = out_dir or os.path.join(workdir, "eval")
-    stem = os.path.join(out_dir, f"{dataset.replace('/', '_')}_{split}")
+    stem = Workdir(workdir).eval_stem(dataset, split, out_dir)
 
     val_probs, val_labels, _ = predictor.predict(config.data.dataset, config.data.val_split, data_dir)
     youden = youden_threshold(val_labels, val_probs)

@@ -1,4 +1,4 @@
-"""Per-device training and prediction steps over a functional view of an NNX model.
+"""The per-device training step over a functional view of an NNX model (prediction: asemble_jax/workdir.py).
 
 The model is split once into a static graph and three kinds of state: parameters (optimised), BatchNorm
 statistics (updated by the forward pass) and everything else (RNG streams, re-seeded every step from the step
@@ -15,6 +15,7 @@ import optax
 from flax import nnx
 
 from asemble_jax.parallel import AXIS
+from asemble_jax.workdir import Weights, split_model
 
 
 @flax.struct.dataclass
@@ -27,10 +28,10 @@ class TrainState:
     ema_params: Any  # None when no exponential moving average is kept
     rng: jax.Array
 
-
-def split_model(model: nnx.Module):
-    graphdef, params, batch_stats, other = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
-    return graphdef, params, batch_stats, other
+    def weights(self, *, use_ema: bool) -> Weights:
+        """What prediction needs: the EMA parameters when asked for and kept, else the trained ones."""
+        params = self.ema_params if use_ema and self.ema_params is not None else self.params
+        return Weights(params, self.batch_stats, self.other)
 
 
 def create_train_state(model: nnx.Module, tx: optax.GradientTransformation, *, seed: int, ema: bool):
@@ -89,28 +90,3 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, *, label_smoothi
         return new_state, metrics
 
     return step
-
-
-def make_predict_step(graphdef, *, use_ema: bool):
-    """Per-device predict(state, batch) -> class probabilities, inference mode."""
-
-    def predict(state: TrainState, batch: dict[str, jax.Array]):
-        params = state.ema_params if use_ema and state.ema_params is not None else state.params
-        model = nnx.merge(graphdef, params, state.batch_stats, state.other)
-        logits, _ = model(batch["image"], train=False)
-        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-
-    return predict
-
-
-def model_from_state(graphdef, state: TrainState, *, use_ema: bool) -> nnx.Module:
-    """A live NNX model (for Grad-CAM, export, analysis) holding the state's weights."""
-    params = state.ema_params if use_ema and state.ema_params is not None else state.params
-    return nnx.merge(graphdef, params, state.batch_stats, state.other)
-
-
-def inference_state(model: nnx.Module):
-    """(graphdef, state) of a trained model for make_predict_step: its weights, no optimiser."""
-    graphdef, params, batch_stats, other = split_model(model)
-    return graphdef, TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, other=other,
-                                opt_state=None, ema_params=None, rng=jax.random.key_data(jax.random.key(0)))

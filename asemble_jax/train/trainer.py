@@ -21,19 +21,20 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from asemble_jax import atomic_io, parallel
+from asemble_jax import atomic_io, checkpoint, parallel
 from asemble_jax.data import pipeline
 from asemble_jax.data.augment import AugmentConfig
+from asemble_jax.errors import UserError
 from asemble_jax.evaluation.metrics import classification_metrics
-from asemble_jax.models import registry
-from asemble_jax.train import checkpoint, optim, step as step_lib
+from asemble_jax.train import optim, step as step_lib
 from asemble_jax.train.metrics_log import MetricsLog
+from asemble_jax.workdir import Workdir, build_model, load_weights, make_predict_step, predict_split
 
 log = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
-    """A run that cannot go on; the message is the one line a user needs."""
+class TrainingError(UserError):
+    """A run that cannot go on."""
 
 
 def enable_compilation_cache(directory: str | None) -> None:
@@ -50,7 +51,7 @@ def guard_workdir_config(workdir: str, config: ml_collections.ConfigDict, *, all
 
     A field that the stored config lacks was added to the code after the run started; by this project's rule a
     new field's default is the behaviour from before it existed, so the run resumes (with a warning)."""
-    path = os.path.join(workdir, "config.json")
+    path = Workdir(workdir).config
     current = json.loads(config.to_json_best_effort(sort_keys=True))
     if os.path.exists(path) and not allow_change:
         with open(path) as f:
@@ -83,44 +84,6 @@ def _config_differences(stored: Any, current: Any, prefix: str = "") -> tuple[li
     return changed, added
 
 
-def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
-    model_config = config.model
-    variants = registry.ablation_variants()
-    if model_config.variant not in variants:
-        raise TrainingError(f"unknown model variant {model_config.variant!r}; valid: {', '.join(variants)}")
-    if model_config.variant != "full" and model_config.name != "asemblenet":
-        raise TrainingError(f"variant {model_config.variant!r} is an ASembleNet ablation; "
-                            f"{model_config.name} has only the variant 'full'")
-    overrides = dict(variants[model_config.variant], dtype=jnp.dtype(model_config.dtype))
-    if "image_size" in registry.constructor_arguments(model_config.name):
-        overrides["image_size"] = config.data.image_size  # the one place the input size is decided
-    try:
-        model = registry.create_model(
-            model_config.name, model_config.preset, rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1),
-            num_classes=model_config.num_classes, in_channels=model_config.in_channels, **overrides)
-    except ValueError as error:
-        raise TrainingError(str(error)) from None
-    momentum = model_config.get("batch_norm_momentum")
-    if momentum:
-        if not 0.0 < momentum < 1.0:
-            raise TrainingError(f"model.batch_norm_momentum must lie in (0, 1), got {momentum}")
-        set_batch_norm_momentum(model, momentum)
-    return model
-
-
-def set_batch_norm_momentum(model: nnx.Module, momentum: float) -> nnx.Module:
-    """Every BatchNorm's running average keeps `momentum` of itself per step (Flax's meaning).
-
-    The Keras applications use 0.99: their running statistics need ~500 steps to forget their initial values, so
-    a short training budget evaluates them with statistics that do not match the trained weights (ResNet50 after
-    200 steps: validation AUC 0.46 with its running statistics, 0.93 with batch statistics). A grid that compares
-    models under a short budget gives every model the same momentum."""
-    for _, node in nnx.iter_graph(model):
-        if isinstance(node, nnx.BatchNorm):
-            node.momentum = momentum
-    return model
-
-
 class _PreemptionFlag:
     """Turns SIGTERM into a flag that the loop checks between steps."""
 
@@ -144,7 +107,7 @@ class TrainingProgram(NamedTuple):
     state: step_lib.TrainState  # initial, on the host: restore a checkpoint into it, then dp.put_state
     schedule: Any
     train_step: Any  # (state, batch) -> (state, metrics), over every device
-    predict_fn: Any  # (state, batch) -> class probabilities
+    predict_fn: Any  # (weights, batch) -> class probabilities: workdir.make_predict_step over every device
 
 
 def training_program(config: ml_collections.ConfigDict) -> TrainingProgram:
@@ -156,32 +119,11 @@ def training_program(config: ml_collections.ConfigDict) -> TrainingProgram:
     except ValueError as error:
         raise TrainingError(str(error)) from None
     model = parallel.synchronise_batch_norm(build_model(config))
-    graphdef, params, _, _ = step_lib.split_model(model)
-    tx, schedule = optim.make_optimizer(config, params)
+    tx, schedule = optim.make_optimizer(config, nnx.state(model, nnx.Param))
     graphdef, state = step_lib.create_train_state(model, tx, seed=config.seed, ema=config.ema_decay > 0)
     train_step = dp.train_step(step_lib.make_train_step(graphdef, tx, label_smoothing=config.label_smoothing,
                                                         ema_decay=config.ema_decay))
-    predict_fn = dp.predict(step_lib.make_predict_step(graphdef, use_ema=config.ema_decay > 0))
-    return TrainingProgram(dp, state, schedule, train_step, predict_fn)
-
-
-def predict_split(dp: parallel.DataParallel, predict_fn, state, source, *, batch_size: int, image_size: int):
-    """Positive-class probabilities, labels and patient ids of every example of `source`, each exactly once, in
-    source order, on every process (each process predicts its own share; the shares are then gathered)."""
-    probabilities, labels, indices = [], [], []
-    for batch in pipeline.eval_batches(source, batch_size=batch_size, image_size=image_size,
-                                       process_index=jax.process_index(), process_count=jax.process_count()):
-        probs = dp.get_outputs(predict_fn(state, dp.put_batch({"image": batch["image"]})))
-        probabilities.append(probs[:, 1])
-        labels.append(np.asarray(batch["label"]))
-        indices.append(np.where(batch["valid"], batch["index"], -1))
-    gathered = parallel.gather_from_processes({"probability": np.concatenate(probabilities),
-                                               "label": np.concatenate(labels), "index": np.concatenate(indices)})
-    keep = gathered["index"] >= 0
-    order = np.argsort(gathered["index"][keep], kind="stable")
-    index = gathered["index"][keep][order]
-    patients = np.array([pipeline.text(source[int(i)]["patient_id"]) for i in index])
-    return gathered["probability"][keep][order], gathered["label"][keep][order], patients
+    return TrainingProgram(dp, state, schedule, train_step, dp.predict(make_predict_step(graphdef)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False,
@@ -189,12 +131,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
     """Trains (or resumes) the run in `workdir`; returns the final validation metrics."""
     parallel.initialize_distributed()
     enable_compilation_cache(config.compilation_cache_dir)
+    paths = Workdir(workdir)
     os.makedirs(workdir, exist_ok=True)
     guard_workdir_config(workdir, config, allow_change=allow_config_change)
     main_process = parallel.is_main_process()
-    metrics_log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), enabled=main_process)
+    metrics_log = MetricsLog(paths.metrics, enabled=main_process)
 
     dp, state, schedule, train_step, predict_fn = training_program(config)
+    use_ema = config.ema_decay > 0
 
     data = config.data
     train_source = pipeline.open_source(data.dataset, data.train_split, data.data_dir)
@@ -204,26 +148,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
         augment=AugmentConfig() if data.augment else None, image_size=data.image_size,
         process_index=jax.process_index(), process_count=jax.process_count(), worker_count=data.worker_count)
 
-    checkpoints = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), max_to_keep=config.max_to_keep)
+    checkpoints = checkpoint.Checkpoints(paths.checkpoints, max_to_keep=config.max_to_keep)
     best_auc = -np.inf
     restored = checkpoints.restore_latest(checkpoint.abstract_like(state))
     if restored is None and config.get("init_from"):
         state = initialised_from(state, config)
     if restored is not None:
-        start_step, state, data_state = restored
-        train_iter.set_state(data_state["iterator"])
-        best_auc = data_state.get("best_auc", best_auc)
+        start_step, state, saved_data_state = restored
+        train_iter.set_state(saved_data_state["iterator"])
+        best_auc = saved_data_state.get("best_auc", best_auc)
         metrics_log.truncate_after(start_step)
         log.info("resumed %s at step %d", workdir, start_step)
     start_step = int(state.step)
-
     state = dp.put_state(state)
 
-    def data_state():
-        return {"iterator": train_iter.get_state(), "best_auc": float(best_auc)}
-
-    def evaluate(step: int) -> dict[str, Any]:
-        probs, labels, _ = predict_split(dp, predict_fn, state, val_source,
+    def evaluate(weights, step: int) -> dict[str, Any]:
+        probs, labels, _ = predict_split(dp, predict_fn, weights, val_source,
                                          batch_size=config.global_batch_size // jax.process_count(),
                                          image_size=data.image_size)
         metrics = classification_metrics(labels, probs)
@@ -270,13 +210,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
                 bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images_per_second:.0f}")
                 window_start, window_images = time.perf_counter(), 0
             if eval_now:
-                val_metrics = evaluate(step)
+                val_metrics = evaluate(state.weights(use_ema=use_ema), step)
                 if val_metrics["auc"] > best_auc:
                     best_auc = val_metrics["auc"]
-                    checkpoints.save_best(step, dp.get_state(state), data_state())
+                    checkpoints.save_best(step, dp.get_state(state), _data_state(train_iter, best_auc))
                 window_start, window_images = time.perf_counter(), 0  # keep evaluation out of images/s
             if save_now:
-                checkpoints.save(step, dp.get_state(state), data_state())
+                checkpoints.save(step, dp.get_state(state), _data_state(train_iter, best_auc))
             if preemption.raised:
                 log.warning("SIGTERM at step %d: checkpoint saved, exiting", step)
                 break
@@ -286,54 +226,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
     return val_metrics
 
 
+def _data_state(train_iter, best_auc: float) -> dict[str, Any]:
+    """What a checkpoint keeps beside the training state: where the data iterator is, and the best AUC so far."""
+    return {"iterator": train_iter.get_state(), "best_auc": float(best_auc)}
+
+
 def initialised_from(state: step_lib.TrainState, config: ml_collections.ConfigDict) -> step_lib.TrainState:
     """`state` with the trained weights (and BatchNorm statistics) of the run in `config.init_from`: its best
     checkpoint, its EMA parameters where it kept them. Step, optimiser state and RNG stay those of a fresh run."""
     source = config.init_from
-    model, source_config, step = load_trained_model(source, which="best")
+    _, weights, source_config, step = load_weights(source, which="best")
     fields = ("name", "preset", "variant", "num_classes", "in_channels")
     differ = [f"model.{k}" for k in fields if source_config.model[k] != config.model[k]]
     differ += ["data.image_size"] if source_config.data.image_size != config.data.image_size else []
     if differ:
         raise TrainingError(f"init_from {source}: its run differs from this one in {', '.join(differ)}; "
                             "initial weights must come from the same architecture")
-    _, params, batch_stats, _ = step_lib.split_model(model)
     shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)  # noqa: E731
-    if shapes((params, batch_stats)) != shapes((state.params, state.batch_stats)):
+    if shapes((weights.params, weights.batch_stats)) != shapes((state.params, state.batch_stats)):
         raise TrainingError(f"init_from {source}: its weights do not have this model's shapes")
     log.info("initial weights from %s (step %d)", source, step)
-    return state.replace(params=params, batch_stats=batch_stats,
+    params = weights.params
+    return state.replace(params=params, batch_stats=weights.batch_stats,
                          ema_params=None if state.ema_params is None else jax.tree.map(jnp.copy, params))
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise TrainingError(f"{workdir}: no config.json here; is this a training workdir?")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
-def load_trained_model(workdir: str, *, which: str = "best") -> tuple[nnx.Module, ml_collections.ConfigDict, int]:
-    """(model with trained weights, its config, step) from a workdir; `which` is "best" (by val AUC) or "latest".
-
-    The EMA parameters are used when the run kept them, as evaluation during training did.
-    """
-    if which not in ("best", "latest"):
-        raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
-    config = load_config(workdir)
-    model = build_model(config)
-    graphdef, params, _, _ = step_lib.split_model(model)
-    tx, _ = optim.make_optimizer(config, params)
-    graphdef, state = step_lib.create_train_state(model, tx, seed=config.seed, ema=config.ema_decay > 0)
-    checkpoints = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), max_to_keep=config.max_to_keep)
-    try:
-        restore = checkpoints.restore_best if which == "best" else checkpoints.restore_latest
-        restored = restore(checkpoint.abstract_like(state)) or checkpoints.restore_latest(
-            checkpoint.abstract_like(state))
-    finally:
-        checkpoints.close()
-    if restored is None:
-        raise TrainingError(f"{workdir}: no readable checkpoint")
-    step, state, _ = restored
-    return step_lib.model_from_state(graphdef, state, use_ema=config.ema_decay > 0), config, step

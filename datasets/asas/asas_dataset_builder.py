@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from asemble_jax.data import manual_sources as ms
 from asemble_jax.data.build_log import SkippedFiles
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 
 LABELS_CSV = "labels.csv"
 TEST_SPLIT = "test"

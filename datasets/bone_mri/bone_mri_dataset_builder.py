@@ -31,7 +31,7 @@ import tensorflow_datasets as tfds
 from asemble_jax.data import examples
 from asemble_jax.data.build_log import SkippedFiles
 from asemble_jax.data.builders import ProjectBuilder
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 from asemble_jax.data.preprocess import PreprocessConfig, preprocess
 from asemble_jax.data.readers import read_nifti_volume
 

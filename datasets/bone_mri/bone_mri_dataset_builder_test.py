@@ -14,7 +14,7 @@ from asemble_datasets.bone_mri import bone_mri_dataset_builder as bone_mri
 from asemble_datasets.bone_mri import make_dummy_data
 from asemble_jax.data import examples
 from asemble_jax.data.builders import build
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 
 DUMMY_DATA = pathlib.Path(__file__).resolve().parent / "dummy_data"
 CHECKSUMS = pathlib.Path(__file__).resolve().parent / "checksums.tsv"

@@ -10,7 +10,7 @@ import pytest
 from asemble_datasets.elazig import make_dummy_data as dummy
 from asemble_jax.data import examples, manual_sources
 from asemble_jax.data.builders import build
-from asemble_jax.data.errors import InputError
+from asemble_jax.errors import InputError
 
 DUMMY_DATA = pathlib.Path(__file__).resolve().parent / "dummy_data"
 IMAGE_SUFFIXES = {".png", ".jpg", ".tif"}

@@ -1,0 +1,121 @@
+"""Preemption-safe checkpoints of a workdir's training state and data iterator, with Orbax.
+
+Orbax writes each step into a temporary folder and renames it when complete, so a kill mid-write leaves the
+previous steps intact. A latest step that is there but unreadable (a truncated file, a bad disk) is reported and
+the newest readable step before it is used. The best step by validation AUC is kept apart in `best/`, so that
+`max_to_keep` never deletes it. Inference restores the weights alone (restore_weights): the optimiser state stays
+on disk.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoints:
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int):
+        directory = os.path.abspath(os.fspath(directory))
+        self._latest = ocp.CheckpointManager(
+            directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        self._best = ocp.CheckpointManager(
+            _best_directory(directory), options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+    @staticmethod
+    def _save_args(state: Any, data_state: dict) -> ocp.args.Composite:
+        return ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state))
+
+    def save(self, step: int, state: Any, data_state: dict) -> None:
+        self._latest.save(step, args=self._save_args(state, data_state), force=True)
+
+    def save_best(self, step: int, state: Any, data_state: dict) -> None:
+        self._best.save(step, args=self._save_args(state, data_state), force=True)
+
+    def wait(self) -> None:
+        self._latest.wait_until_finished()
+        self._best.wait_until_finished()
+
+    def latest_step(self) -> int | None:
+        return self._latest.latest_step()
+
+    def best_step(self) -> int | None:
+        return self._best.latest_step()
+
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
+        """(step, state, data iterator state) of the newest readable checkpoint, or None when there is none."""
+        return self._restore_newest(self._latest, abstract_state)
+
+    @staticmethod
+    def _restore_newest(manager: ocp.CheckpointManager, abstract_state: Any):
+        def restore(step):
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+            return step, restored.state, restored.data
+
+        return _newest_readable(manager, restore)
+
+    def close(self) -> None:
+        self._latest.close()
+        self._best.close()
+
+
+def restore_weights(directory: str | os.PathLike, abstract_parts: dict[str, Any], which: str
+                    ) -> tuple[int, dict[str, Any]] | None:
+    """(step, {name: subtree}) of the named top-level fields of the saved training state only (e.g. params and
+    batch_stats, never the optimiser state), from the newest readable "best" step (the latest one standing in when
+    no best was saved) or the newest readable "latest" one; None when there is none. Opens the checkpoints read-
+    only, so that it can read a workdir that another process is training."""
+    directory = os.path.abspath(os.fspath(directory))
+    abstract_parts = jax.tree.map(_placed, abstract_parts)
+    options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
+    for path in ([_best_directory(directory)] if which == "best" else []) + [directory]:
+        if not os.path.isdir(path):
+            continue
+        manager = ocp.CheckpointManager(path, options=options)
+
+        def restore(step):
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(item=abstract_parts, partial_restore=True)))
+            return step, dict(restored.state)
+
+        try:
+            found = _newest_readable(manager, restore)
+        finally:
+            manager.close()
+        if found is not None:
+            return found
+    return None
+
+
+def _best_directory(directory: str) -> str:
+    return os.path.join(directory, "best")
+
+
+def _newest_readable(manager: ocp.CheckpointManager, restore):
+    """restore(step) of the newest step that restores; an unreadable step is reported and the one before tried."""
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            return restore(step)
+        except Exception as error:  # noqa: BLE001 - any unreadable step falls back to the one before it
+            log.warning("checkpoint step %d in %s is unreadable (%s); trying the previous one",
+                        step, manager.directory, str(error).splitlines()[0] if str(error) else type(error).__name__)
+    return None
+
+
+def _placed(leaf: Any) -> Any:
+    """An abstract leaf with a place to restore to: one without a sharding (from nnx.eval_shape) goes to the first
+    local device, as a freshly built model would, instead of coming back as a NumPy array."""
+    if isinstance(leaf, jax.ShapeDtypeStruct) and leaf.sharding is None:
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                    sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+    return leaf
+
+
+def abstract_like(state: Any) -> Any:
+    """Shapes, dtypes and shardings of `state`, what Orbax needs to restore into the same layout."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)

@@ -1,0 +1,40 @@
+"""User-facing errors and the wrapper every command-line entry point runs under.
+
+A `UserError` is a problem with what the user asked for (a file, a workdir, a config, a grid), not a bug: its
+message is the one line they need, naming the file or URL and the problem. Entry points print that line and
+exit with status 2; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Sequence
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """An error whose message is the single line a user sees."""
+
+
+class InputError(UserError, ValueError):
+    """A file that cannot be used. `str(error)` is '<path>: <problem>'."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Runs an entry point's main(argv): a UserError becomes 'error: <line>' on stderr and exit status 2; a
+    closed stdout (`... | head`) ends quietly."""
+    try:
+        return int(main(argv) or 0)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:
+        # The reader went away: point stdout at /dev/null so that the interpreter's final flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
