@@ -13,17 +13,15 @@ field was added resumes with that default (asemble_jax/train/trainer.py:guard_wo
 """
 import ml_collections
 
-from asemble_jax.train.config_file import parse_key_values
-
-ARG_DEFAULTS = {"model": "asemblenet", "preset": "small", "dataset": "synthetic_sij/coronal", "variant": "full",
-                "seed": "0"}
+from asemble_jax.config import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    fields = parse_key_values(arg, ARG_DEFAULTS)
+    fields = parse_arg(arg, model="asemblenet", preset="small", dataset="synthetic_sij/coronal", variant="full",
+                       seed=0)
     config = ml_collections.ConfigDict()
     config.arg = arg or ""
-    config.seed = int(fields["seed"])
+    config.seed = fields.seed
 
     config.model = ml_collections.ConfigDict()
     config.model.name = fields["model"]

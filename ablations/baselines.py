@@ -40,32 +40,30 @@ ARG, comma-separated key=value (lists joined with '+'):
 """
 import os
 
-from asemble_jax.ablation.grid import (Cell, Grid, GridError, TableSpec, dataset_notes, parse_count, parse_grid_arg,
-                                       parse_list, parse_preset, parse_subset, training_sets)
+from asemble_jax.ablation.grid import (Cell, Grid, GridError, TableSpec, at_least, dataset_notes, parse_list,
+                                       parse_preset, parse_subset, training_sets)
+from asemble_jax.config import parse_arg
 
 BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py")
 MODELS = ("asemblenet", "resnet50", "xception", "inception_v3")
 MIN_INPUT_SIZE = 75  # the largest of the baselines' minimum input sizes (InceptionV3)
 VIT_PATCH = 16
-DEFAULTS = {"preset": "small", "size": "128", "planes": "", "seeds": "3", "steps": "300", "dataset": "synthetic_sij",
-            "folds": "5", "models": "+".join(MODELS), "bn_momentum": "0.9"}
+DEFAULTS = {"preset": "small", "size": 128, "planes": "", "seeds": 3, "steps": 300, "dataset": "synthetic_sij",
+            "folds": 5, "models": "+".join(MODELS), "bn_momentum": 0.9}
 
 
 def get_grid(arg=None) -> Grid:
-    options = parse_grid_arg(arg, DEFAULTS)
+    options = parse_arg(arg, **DEFAULTS)
     models = parse_subset(options, "models", MODELS, reference="asemblenet")
     preset = parse_preset(options)
-    size = parse_count(options, "size", MIN_INPUT_SIZE)
+    size = at_least(options, "size", MIN_INPUT_SIZE)
     if size % VIT_PATCH:
         raise GridError(f"size={size} must be a multiple of {VIT_PATCH} (ASembleNet's ViT patch)")
-    seeds, steps = parse_count(options, "seeds"), parse_count(options, "steps")
-    try:
-        momentum = float(options["bn_momentum"])
-    except ValueError:
-        momentum = -1.0
+    seeds, steps = at_least(options, "seeds"), at_least(options, "steps")
+    momentum = options["bn_momentum"]
     if not (momentum == 0.0 or 0.0 < momentum < 1.0):
         raise GridError(f"bn_momentum={options['bn_momentum']} must be 0 (each model's own) or lie in (0, 1)")
-    sets = training_sets(options["dataset"], parse_list(options["planes"]), parse_count(options, "folds", 2))
+    sets = training_sets(options["dataset"], parse_list(options["planes"]), at_least(options, "folds", 2))
     cells = tuple(
         Cell(name=training_set.cell_name(model, seed),
              factors={**training_set.factors, "model": model, "seed": seed},

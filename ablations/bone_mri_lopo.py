@@ -1,50 +1,52 @@
-r"""ASembleNet on real SIJ MRI: bone_mri (Hepburn et al.), slice with active inflammation vs without, one
-leave-one-patient-out fold.
+r"""ASembleNet on real SIJ MRI: bone_mri (Hepburn et al.; semi-coronal STIR of axSpA patients with expert
+bone-marrow-oedema masks), slice with active inflammation vs without, leave-one-patient-out, and Grad-CAM scored
+against the expert masks. One arm (the full model), the held-out predictions of every fold pooled.
 
-    python scripts/train.py --config=ablations/bone_mri_lopo.py:fold=0 --workdir=workdirs/bone_mri_lopo/fold0
-    python scripts/run_bone_mri_lopo.py   # every fold, then pooled results in results/bone_mri/
+    python scripts/build_dataset.py --dataset=bone_mri --manual_dir=../shared/data/bone_mri --data_dir=data/tfds
+    python scripts/run_ablations.py --grid=ablations/bone_mri_lopo.py --workdir=workdirs/bone_mri_lopo
+    python scripts/make_tables.py --workdir=workdirs/bone_mri_lopo --out=results/bone_mri
+    python scripts/check_lopo_prior.py --workdir=workdirs/bone_mri_lopo --out=results/bone_mri/lopo_prior_check.md
 
-ARG: fold=K (required; K indexes the dataset's fold{K}_train / fold{K}_test splits, one held-out patient each),
-and optionally preset (default small), seed (default 0).
+Expected (x86_64, 2 CPU cores shared with other jobs, JAX 0.10.2 on CPU, seed 0; results/bone_mri/): EXPECTED.
 
-Sized for CPU: the small preset at 128x128, 150 steps of 16 slices (about 24 epochs of the ~100 training
-slices). Trained from scratch; to start from phantom-pretrained weights instead, train the same preset on
-synthetic_sij/coronal and add --config.init_from=<that workdir>. ablations/pretraining.py runs that comparison,
-paired and over seeds, for the component grid's tiny preset.
+Per fold: train on the other labelled patients; the held-out patient is classified (every labelled slice) and,
+on every slice whose expert mask (>= 2 of 4 readings) is not empty, Grad-CAM of the inflammation class is scored
+against the mask, against the same architecture with randomised weights and against a centre prior
+(asemble_jax/evaluation/localization_report.py). With 5 labelled patients no validation patient can be spared:
+the training split plays the validation split, so the best checkpoint and the Youden threshold are chosen on
+training patients, never on the held-out one (tests/test_lopo_held_out.py proves it for every cell).
 
-There is no validation patient to spare (5 labelled patients in all), so nothing is selected on held-out data:
-the held-out patient is evaluated once, at the last step, and that last checkpoint is the model.
+ARG, comma-separated key=value:
+  preset  ASembleNet preset; default small (128x128)
+  seeds   how many seeds, 0..seeds-1; default 1
+  steps   training steps of every fold; default 150 (16 slices each: ~24 epochs of the ~100 training slices)
+  folds   the number of leave-one-patient-out folds of the built dataset; default 5
+
+Trained from scratch; ablations/pretraining.py compares a phantom-pretrained start, paired over seeds.
 """
 import os
 
-import ml_collections
-
-from asemble_jax.train.config_file import load_config_file, parse_key_values
+from asemble_jax.ablation.grid import (LOCALIZATION, Cell, Evaluation, Grid, TableSpec, at_least, dataset_notes,
+                                       parse_preset, training_sets)
+from asemble_jax.config import parse_arg
 
 BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py")
-ARG_DEFAULTS = {"fold": "", "preset": "small", "seed": "0"}
+ARM = "full"
 
 
-def parse_arg(arg: str | None) -> dict[str, str]:
-    fields = parse_key_values(arg, ARG_DEFAULTS)
-    if not fields["fold"].isdigit():
-        raise ValueError("bone_mri_lopo needs fold=K, K >= 0 (e.g. ablations/bone_mri_lopo.py:fold=0)")
-    return fields
-
-
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    fields = parse_arg(arg)
-    config = load_config_file(f"{BASE}:model=asemblenet,preset={fields['preset']},dataset=bone_mri,"
-                              f"seed={fields['seed']}")
-    config.arg = arg or ""
-    fold = int(fields["fold"])
-    config.data.train_split = f"fold{fold}_train"
-    config.data.val_split = f"fold{fold}_test"
-    config.data.test_split = f"fold{fold}_test"
-    config.global_batch_size = 16
-    config.total_steps = 150
-    config.warmup_steps = 15
-    config.log_every = 10
-    config.eval_every = config.total_steps
-    config.checkpoint_every = config.total_steps
-    return config
+def get_grid(arg=None) -> Grid:
+    options = parse_arg(arg, preset="small", seeds=1, steps=150, folds=5)
+    preset, seeds, steps = parse_preset(options), at_least(options, "seeds"), at_least(options, "steps")
+    folds = training_sets("bone_mri", [], at_least(options, "folds", 2))
+    cells = tuple(
+        Cell(name=fold.cell_name(ARM, seed),
+             factors={**fold.factors, "variant": ARM, "seed": seed},
+             config=f"{BASE}:model=asemblenet,preset={preset},dataset={fold.factors['dataset']},variant={ARM},"
+                    f"seed={seed}",
+             overrides={"total_steps": steps, "global_batch_size": 16, "warmup_steps": max(1, steps // 10),
+                        **fold.overrides},
+             evaluations=(*fold.evaluations, Evaluation("localization", fold.factors["dataset"],
+                                                        fold.evaluations[0].split, kind=LOCALIZATION)))
+        for seed in range(seeds) for fold in folds)
+    return Grid(name="bone_mri_lopo", cells=cells, notes=dataset_notes("bone_mri"),
+                table=TableSpec(arm="variant", reference=ARM, pooled=("fold",)))

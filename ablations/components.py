@@ -37,21 +37,22 @@ ARG, comma-separated key=value (lists joined with '+'):
 """
 import os
 
-from asemble_jax.ablation.grid import (Cell, Grid, TableSpec, dataset_notes, parse_count, parse_grid_arg,
-                                       parse_list, parse_preset, parse_subset, training_sets)
+from asemble_jax.ablation.grid import (Cell, Grid, TableSpec, at_least, dataset_notes, parse_list, parse_preset,
+                                       parse_subset, training_sets)
+from asemble_jax.config import parse_arg
 from asemble_jax.models.registry import ablation_variants
 
 BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py")
-DEFAULTS = {"preset": "tiny", "planes": "", "seeds": "3", "steps": "300", "dataset": "synthetic_sij", "folds": "5",
+DEFAULTS = {"preset": "tiny", "planes": "", "seeds": 3, "steps": 300, "dataset": "synthetic_sij", "folds": 5,
             "variants": "+".join(ablation_variants())}
 
 
 def get_grid(arg=None) -> Grid:
-    options = parse_grid_arg(arg, DEFAULTS)
+    options = parse_arg(arg, **DEFAULTS)
     variants = parse_subset(options, "variants", ablation_variants(), reference="full")
     preset = parse_preset(options)
-    seeds, steps = parse_count(options, "seeds"), parse_count(options, "steps")
-    sets = training_sets(options["dataset"], parse_list(options["planes"]), parse_count(options, "folds", 2))
+    seeds, steps = at_least(options, "seeds"), at_least(options, "steps")
+    sets = training_sets(options["dataset"], parse_list(options["planes"]), at_least(options, "folds", 2))
     cells = tuple(
         Cell(name=training_set.cell_name(variant, seed),
              factors={**training_set.factors, "variant": variant, "seed": seed},

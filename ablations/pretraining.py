@@ -34,18 +34,19 @@ ARG, comma-separated key=value (lists joined with '+'):
 """
 import os
 
-from asemble_jax.ablation.grid import (Cell, Grid, GridError, TableSpec, dataset_notes, parse_count, parse_grid_arg,
-                                       parse_preset, parse_subset, training_sets)
+from asemble_jax.ablation.grid import (Cell, Grid, GridError, TableSpec, at_least, dataset_notes, parse_preset,
+                                       parse_subset, training_sets)
+from asemble_jax.config import parse_arg
 from asemble_jax.models.registry import ablation_variants
 
 BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py")
 INITS = ("scratch", "phantom")
 SOURCE_PLANE = "coronal"  # bone_mri's scans are semi-coronal
-DEFAULTS = {"source": "", "preset": "tiny", "variants": "full", "seeds": "3", "steps": "300", "folds": "5"}
+DEFAULTS = {"source": "", "preset": "tiny", "variants": "full", "seeds": 3, "steps": 300, "folds": 5}
 
 
 def get_grid(arg=None) -> Grid:
-    options = parse_grid_arg(arg, DEFAULTS)
+    options = parse_arg(arg, **DEFAULTS)
     if not options["source"]:
         raise GridError("pretraining needs source=WORKDIR, a component grid trained on synthetic_sij/coronal "
                         "(e.g. ablations/pretraining.py:source=workdirs/ablations/synthetic_components)")
@@ -55,8 +56,8 @@ def get_grid(arg=None) -> Grid:
                         "component grid run on synthetic_sij/coronal")
     variants = parse_subset(options, "variants", ablation_variants())
     preset = parse_preset(options)
-    seeds, steps = parse_count(options, "seeds"), parse_count(options, "steps")
-    folds = training_sets("bone_mri", [], parse_count(options, "folds", 2))
+    seeds, steps = at_least(options, "seeds"), at_least(options, "steps")
+    folds = training_sets("bone_mri", [], at_least(options, "folds", 2))
 
     def init_overrides(init: str, variant: str, seed: int) -> dict:
         if init == "scratch":

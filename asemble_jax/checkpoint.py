@@ -80,7 +80,8 @@ def restore_weights(directory: str | os.PathLike, abstract_parts: dict[str, Any]
 
         def restore(step):
             restored = manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(item=abstract_parts, partial_restore=True)))
+                state=ocp.args.PyTreeRestore(item=abstract_parts, partial_restore=True,
+                                             restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_parts))))
             return step, dict(restored.state)
 
         try:

@@ -14,7 +14,7 @@
       CELL/NAME/                one training workdir per cell, at the cell's name
 
 Every path of a workdir is built here and nowhere else. This module also owns what is needed to *use* a trained
-model, and nothing about optimisation: the config, the model it describes, its weights (restored without the
+model, and nothing about optimisation: the config it stored, the model that describes, its weights (restored without the
 optimiser state) and data-parallel prediction over a dataset split. Training (asemble_jax/train) and evaluation
 (asemble_jax/evaluation) both build on it, and evaluation never imports training.
 """
@@ -100,7 +100,7 @@ class GridWorkdir:
         return Workdir(os.path.join(self.root, *name.split("/")))
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
+def read_config(workdir: str) -> ml_collections.ConfigDict:
     path = Workdir(workdir).config
     if not os.path.exists(path):
         raise WorkdirError(f"{workdir}: no config.json here; is this a training workdir?")
@@ -187,7 +187,7 @@ def load_weights(workdir: str, *, which: str = "best") -> tuple[Any, Weights, ml
     checkpoint: no optimiser is built and its state never leaves the disk."""
     if which not in CHECKPOINT_CHOICES:
         raise ValueError(f"which must be one of {CHECKPOINT_CHOICES}, got {which!r}")
-    config = load_config(workdir)
+    config = read_config(workdir)
     graphdef, template = weights_of(nnx.eval_shape(lambda: build_model(config)))
     # The checkpoint holds the whole training state; EMA parameters, where kept, are what evaluation used.
     params_key = "ema_params" if config.ema_decay > 0 else "params"

@@ -56,11 +56,11 @@ def measure(args) -> dict:
     from flax import nnx
 
     from asemble_jax.models import registry
-    from asemble_jax.train.config_file import load_config_file
+    from asemble_jax.config import load_config
     from asemble_jax.train.trainer import enable_compilation_cache, training_program
     from asemble_jax.workdir import build_model
 
-    config = load_config_file(f"{CONFIG}:model={args.model},preset={args.preset}")
+    config = load_config(f"{CONFIG}:model={args.model},preset={args.preset}")
     config.global_batch_size, config.model.dtype = args.batch, args.dtype
     config.data.image_size = args.size or config.data.image_size
     enable_compilation_cache(args.cache_dir)

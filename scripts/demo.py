@@ -23,7 +23,7 @@ from asemble_jax.data.builders import build
 from asemble_jax.errors import InputError, UserError
 from asemble_jax.data.figures import write_samples_figure
 from asemble_jax.evaluation.report import evaluate_workdir
-from asemble_jax.train.config_file import load_config_file
+from asemble_jax.config import load_config
 from asemble_jax.train.metrics_log import MetricsLog
 from asemble_jax.train.trainer import train_and_evaluate
 from asemble_jax.workdir import Predictor
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     timings["build_datasets_s"] = time.perf_counter() - start
     write_samples_figure(args.data_dir, os.path.join(args.out, "samples.png"))
 
-    config = load_config_file(CONFIG)
+    config = load_config(CONFIG)
     config.data.data_dir = args.data_dir
     start = time.perf_counter()
     try:

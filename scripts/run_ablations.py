@@ -13,11 +13,12 @@ with the same overrides, or use another workdir. SIGTERM or Ctrl-C: the running 
 worker stops. Tables: scripts/make_tables.py --workdir=DIR.
 """
 import argparse
-import os
 import sys
 
 from asemble_jax.ablation import claims, runner
-from asemble_jax.ablation.grid import GridError, load_grid, parse_override
+from asemble_jax.ablation.grid import load_grid
+from asemble_jax.config import config_flags, typed_overrides
+from asemble_jax.errors import run_main
 
 
 def main(argv=None) -> int:
@@ -32,35 +33,21 @@ def main(argv=None) -> int:
                         help="seconds without a heartbeat after which another worker may take a cell over")
     parser.add_argument("--heartbeat", type=float, default=claims.DEFAULT_HEARTBEAT_S,
                         help="seconds between a running cell's heartbeats")
-    args, extra = parser.parse_known_args(argv)
-    unknown = [a for a in extra if not a.startswith("--config.")]
-    if unknown:
-        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
-    try:
-        overrides = dict(parse_override(a[len("--config."):]) for a in extra)
-        grid = load_grid(args.grid).with_overrides(overrides)
-        if args.dry_run:
-            _print_listing(runner.describe(grid, grid.select(args.only), args.workdir, stale_after=args.stale_after))
-            return 0
-        summary = runner.run_grid(grid, args.workdir, only=args.only, in_process=args.in_process,
-                                  retry_failed=args.retry_failed, stale_after=args.stale_after,
-                                  heartbeat=args.heartbeat, command=runner.command_line(grid, args.workdir, overrides))
-    except (GridError, runner.RunnerError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    rest, texts = config_flags(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(rest)
+    grid = load_grid(args.grid)
+    overrides = typed_overrides(grid.cells[0].build_config(), texts)
+    grid = grid.with_overrides(overrides)
+    if args.dry_run:
+        print(runner.describe(grid, grid.select(args.only), args.workdir, stale_after=args.stale_after), flush=True)
+        return 0
+    summary = runner.run_grid(grid, args.workdir, only=args.only, in_process=args.in_process,
+                              retry_failed=args.retry_failed, stale_after=args.stale_after, heartbeat=args.heartbeat,
+                              command=runner.command_line(grid, args.workdir, overrides))
     if summary.interrupted:
         return 3
     return 1 if summary.failed else 0
 
 
-def _print_listing(text: str) -> None:
-    """Prints a listing; a reader that stops early (`--dry_run | head`) is not an error."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        # Python would hit the closed pipe again when it flushes stdout at exit and print a traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -3,10 +3,10 @@ import os
 
 import pytest
 
-from asemble_jax.ablation.grid import (Cell, Evaluation, Grid, GridError, TableSpec, apply_overrides, load_grid,
-                                       parse_override)
+from asemble_jax.ablation.grid import Cell, Evaluation, Grid, GridError, TableSpec, load_grid
+from asemble_jax.errors import UserError
+from asemble_jax.config import ConfigError, apply_overrides, config_flags, load_config, typed_overrides
 from asemble_jax.models.registry import ablation_variants
-from asemble_jax.train.config_file import load_config_file
 
 ABLATIONS = os.path.join(os.path.dirname(__file__), os.pardir, "ablations")
 COMPONENTS = os.path.join(ABLATIONS, "components.py")
@@ -58,7 +58,7 @@ def test_a_cell_config_is_the_base_config_with_the_cells_choices():
     assert (config.model.name, config.model.preset, config.model.variant) == ("asemblenet", "small", "no_se")
     assert (config.seed, config.total_steps, config.data.dataset) == (1, 40, "synthetic_sij/axial")
     # Everything else is the base config's.
-    base = load_config_file(f"{BASE}:model=asemblenet,preset=small,dataset=synthetic_sij/axial,variant=no_se,seed=1")
+    base = load_config(f"{BASE}:model=asemblenet,preset=small,dataset=synthetic_sij/axial,variant=no_se,seed=1")
     assert config.global_batch_size == base.global_batch_size and config.learning_rate == base.learning_rate
 
 
@@ -96,13 +96,13 @@ def test_baselines_share_one_budget_and_one_input_size():
     ("bn_momentum=fast", "bn_momentum"),
 ])
 def test_baseline_arguments_are_checked(arg, message):
-    with pytest.raises(GridError, match=message):
+    with pytest.raises(UserError, match=message):
         load_grid(f"{BASELINES}:{arg}")
 
 
 @pytest.mark.parametrize("arg, message", [
     ("colour=blue", "not one of"),
-    ("seeds=three", "not a whole number"),
+    ("seeds=three", "expected a whole number"),
     ("seeds=0", "at least 1"),
     ("variants=full+no_brain", "no_brain"),
     ("variants=no_se", "include full"),
@@ -111,7 +111,7 @@ def test_baseline_arguments_are_checked(arg, message):
     ("planes=sagittal", "sagittal"),
 ])
 def test_component_arguments_are_checked(arg, message):
-    with pytest.raises(GridError, match=message):
+    with pytest.raises(UserError, match=message):
         load_grid(f"{COMPONENTS}:{arg}")
 
 
@@ -179,24 +179,45 @@ def test_select_takes_shell_patterns_and_says_when_nothing_matches():
 
 
 def test_overrides_reach_every_cell_and_unknown_fields_are_errors():
-    grid = load_grid(f"{COMPONENTS}:seeds=1,variants=full,planes=coronal").with_overrides(
-        dict([parse_override("total_steps=20"), parse_override("data.data_dir=/tmp/x")]))
-    config = grid.cells[0].build_config()
+    grid = load_grid(f"{COMPONENTS}:seeds=1,variants=full,planes=coronal")
+    overrides = typed_overrides(grid.cells[0].build_config(), {"total_steps": "20", "data.data_dir": "/tmp/x"})
+    assert overrides == {"total_steps": 20, "data.data_dir": "/tmp/x"}  # what grid.json records: typed
+    config = grid.with_overrides(overrides).cells[0].build_config()
     assert (config.total_steps, config.data.data_dir) == (20, "/tmp/x")
-    with pytest.raises(GridError, match="no field 'data.dat_dir'"):
+    with pytest.raises(ConfigError, match="no field 'data.dat_dir'"):
         apply_overrides(config, {"data.dat_dir": "x"})
-    with pytest.raises(GridError, match="total_steps"):
+    with pytest.raises(ConfigError, match="total_steps='many': expected a whole number"):
         apply_overrides(config, {"total_steps": "many"})
+    with pytest.raises(ConfigError, match="no field 'model'"):
+        apply_overrides(config, {"model": "resnet50"})  # a group is not a field
 
 
-def test_override_values_are_python_literals_or_strings():
-    assert parse_override("total_steps=20") == ("total_steps", 20)
-    assert parse_override("data.augment=False") == ("data.augment", False)
-    assert parse_override("learning_rate=3e-4") == ("learning_rate", 3e-4)
-    assert parse_override("data.dataset=synthetic_sij/axial") == ("data.dataset", "synthetic_sij/axial")
-    assert parse_override("compilation_cache_dir=") == ("compilation_cache_dir", "")
-    with pytest.raises(GridError):
-        parse_override("total_steps")
+def test_override_text_takes_the_type_of_its_field():
+    config = load_config(f"{ABLATIONS}/base.py")
+    applied = apply_overrides(config, {"total_steps": "20", "data.augment": "false", "learning_rate": "3e-4",
+                                       "data.dataset": "synthetic_sij/axial", "compilation_cache_dir": ""})
+    assert (applied.total_steps, applied.data.augment, applied.learning_rate) == (20, False, 3e-4)
+    assert (applied.data.dataset, applied.compilation_cache_dir) == ("synthetic_sij/axial", "")
+    for text in ("2e1", "20.0"):
+        with pytest.raises(ConfigError, match="whole number"):
+            apply_overrides(config, {"total_steps": text})
+    with pytest.raises(ConfigError, match="true or false"):
+        apply_overrides(config, {"data.augment": "maybe"})
+    assert config_flags(["--workdir=w", "--config.total_steps=3", "--config.data.data_dir=a=b"]) == (
+        ["--workdir=w"], {"total_steps": "3", "data.data_dir": "a=b"})
+    with pytest.raises(ConfigError, match="--config.field.name=value"):
+        config_flags(["--config.total_steps"])
+
+
+def test_config_and_grid_arguments_are_typed_and_strict():
+    config = load_config(f"{ABLATIONS}/base.py:seed=3,preset=tiny")
+    assert config.seed == 3 and isinstance(config.seed, int) and config.data.image_size == 64
+    with pytest.raises(ConfigError, match="'sed=3' is not one of"):
+        load_config(f"{ABLATIONS}/base.py:sed=3")
+    with pytest.raises(ConfigError, match="seed='one': expected a whole number"):
+        load_config(f"{ABLATIONS}/base.py:seed=one")
+    with pytest.raises(ConfigError, match="seeds='x'"):
+        load_grid(f"{COMPONENTS}:seeds=x")
 
 
 def test_grid_json_round_trip_and_identity_ignores_where_the_repository_is():

@@ -230,7 +230,7 @@ def test_a_cell_subprocess_that_fails_is_recorded_with_its_error(tmp_path):
     assert summary.failed == ["a/full/seed0"]
     record = cell_lib.read_record(runner.cell_dir(str(tmp_path), grid.cells[0]))
     assert record["status"] == "failed" and "no field 'data.no_such_field'" in record["error"]
-    assert "GridError" in open(Workdir(runner.cell_dir(str(tmp_path), grid.cells[0])).error_log).read()
+    assert "ConfigError" in open(Workdir(runner.cell_dir(str(tmp_path), grid.cells[0])).error_log).read()
     assert not claims.inspect(runner.cell_dir(str(tmp_path), grid.cells[0])).held
 
 

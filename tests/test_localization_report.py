@@ -13,7 +13,7 @@ from flax import nnx
 from asemble_jax import gradcam
 from asemble_jax.data import examples
 from asemble_jax.evaluation import localization_report as report
-from asemble_jax.train.config_file import load_config_file
+from asemble_jax.config import load_config
 from asemble_jax.workdir import build_model
 
 SIDE = examples.IMAGE_SIZE
@@ -207,7 +207,7 @@ def test_cases_figure_can_be_kept_out_of_the_report_folder(result, tmp_path):
 
 
 def test_randomised_model_has_the_architecture_and_other_weights():
-    config = load_config_file(f"{ABLATIONS_BASE}:model=asemblenet,preset=tiny")
+    config = load_config(f"{ABLATIONS_BASE}:model=asemblenet,preset=tiny")
     trained, randomised = build_model(config), report.randomised_model(config)
     assert config.seed == 0, "the run's config is left as it was"
     a, b = nnx.state(trained, nnx.Param), nnx.state(randomised, nnx.Param)

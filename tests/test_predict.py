@@ -23,7 +23,7 @@ from asemble_jax.data.preprocess import preprocess
 from asemble_jax.data.readers import read_image
 from asemble_jax import workdir as workdir_lib
 from asemble_jax.train import trainer
-from asemble_jax.train.config_file import load_config_file
+from asemble_jax.config import load_config
 
 ROOT = pathlib.Path(__file__).parent.parent
 SCRIPT = ROOT / "scripts" / "predict.py"
@@ -61,7 +61,7 @@ class PredictToy(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 def workdir(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("tfds")
     PredictToy(data_dir=str(data_dir), file_format="array_record").download_and_prepare(file_format="array_record")
-    config = load_config_file(f"{ROOT / 'ablations' / 'base.py'}:model=asemblenet,preset=tiny,dataset=predict_toy")
+    config = load_config(f"{ROOT / 'ablations' / 'base.py'}:model=asemblenet,preset=tiny,dataset=predict_toy")
     config.data.data_dir = str(data_dir)
     config.data.augment = False
     config.global_batch_size = 16

@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from asemble_jax.data import examples, pipeline
 from asemble_jax import workdir as workdir_lib
 from asemble_jax.train import trainer
-from asemble_jax.train.config_file import load_config_file
+from asemble_jax.config import apply_overrides, load_config
 
 ABLATIONS_BASE = os.path.join(os.path.dirname(__file__), os.pardir, "ablations", "base.py")
 
@@ -53,7 +53,7 @@ COMPILATION_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 
 def _config(data_dir, **overrides):
-    config = load_config_file(f"{ABLATIONS_BASE}:model=asemblenet,preset=tiny,dataset=trainer_toy")
+    config = load_config(f"{ABLATIONS_BASE}:model=asemblenet,preset=tiny,dataset=trainer_toy")
     config.data.data_dir = data_dir
     config.data.augment = False
     config.global_batch_size = 16
@@ -63,13 +63,7 @@ def _config(data_dir, **overrides):
     config.eval_every = 4
     config.checkpoint_every = 2
     config.compilation_cache_dir = COMPILATION_CACHE
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
-    return config
+    return apply_overrides(config, overrides)
 
 
 def _final_params(workdir):
@@ -86,7 +80,7 @@ def uninterrupted(toy_data_dir, tmp_path_factory):
 
 
 def test_config_json_reloads_to_the_same_config(toy_data_dir, uninterrupted):
-    assert json.loads(workdir_lib.load_config(uninterrupted).to_json(sort_keys=True)) == json.loads(
+    assert json.loads(workdir_lib.read_config(uninterrupted).to_json(sort_keys=True)) == json.loads(
         _config(toy_data_dir).to_json_best_effort(sort_keys=True))
 
 

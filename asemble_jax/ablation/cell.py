@@ -25,13 +25,15 @@ from flax import nnx
 
 from asemble_jax import atomic_io
 from asemble_jax.ablation.claims import DEFAULT_HEARTBEAT_S, Claim
-from asemble_jax.ablation.grid import Cell
+from asemble_jax.ablation.grid import LOCALIZATION, Cell, Evaluation
+from asemble_jax.data.pipeline import open_source
+from asemble_jax.evaluation import localization_report
 from asemble_jax.provenance import now, provenance
 from asemble_jax.evaluation.report import evaluate_workdir
 from asemble_jax.models.registry import count_parameters, forward_gflops
 from asemble_jax.train.metrics_log import MetricsLog
 from asemble_jax.train.trainer import train_and_evaluate
-from asemble_jax.workdir import Predictor, Workdir, build_model
+from asemble_jax.workdir import Predictor, Workdir, build_model, load_trained_model
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +85,28 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
+def _localize(cell_dir: str, evaluation: Evaluation, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Grad-CAM of the cell's best model against the lesion masks of the evaluation's split, with its references;
+    the per-slice scores go to eval/ (pooled by the report), the figure of cases stays in the cell's folder."""
+    paths = Workdir(cell_dir)
+    stem = paths.eval_stem(evaluation.dataset, evaluation.split) + "_localization"
+    model, _, _ = load_trained_model(cell_dir)
+    source = open_source(evaluation.dataset, evaluation.split, config.data.data_dir)
+    result = localization_report.evaluate_localization(model, localization_report.randomised_model(config), source,
+                                                       image_size=config.data.image_size)
+    atomic_io.write_json(stem + ".json", result.scored.to_json())
+    localization_report.plot_cases(result, stem + "_cases.png")
+    return {"role": evaluation.role, "kind": evaluation.kind, "dataset": evaluation.dataset,
+            "split": evaluation.split, "scores": paths.relative(stem + ".json"), "n": int(result.scored.patient_ids.size)}
+
+
 def _evaluate(cell: Cell, cell_dir: str) -> tuple[int, list[dict[str, Any]]]:
     predictor = Predictor(cell_dir)
     results = []
     for evaluation in cell.evaluations:
+        if evaluation.kind == LOCALIZATION:
+            results.append(_localize(cell_dir, evaluation, predictor.config))
+            continue
         report = evaluate_workdir(cell_dir, dataset=evaluation.dataset, split=evaluation.split, predictor=predictor)
         paths = Workdir(cell_dir)
         stem = paths.relative(paths.eval_stem(evaluation.dataset, evaluation.split))

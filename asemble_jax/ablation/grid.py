@@ -2,7 +2,8 @@
 on, and the table that the cells' results go into.
 
 A grid file (ablations/components.py, ablations/baselines.py) defines `get_grid(arg) -> Grid`; load it with
-`load_grid("ablations/components.py:preset=tiny,seeds=3")`. Cell names are paths ("coronal/no_se/seed1") and
+`load_grid("ablations/components.py:preset=tiny,seeds=3")`; a grid file reads its ARG with
+asemble_jax.config.parse_arg (typed, unknown keys refused), lists joined with '+'. Cell names are paths ("coronal/no_se/seed1") and
 name the cell's sub-workdir, so `--only="coronal/*"` selects with a shell pattern.
 
 Every cell carries `factors`, its coordinates in the grid (dataset, variant or model, seed, fold). The table spec
@@ -12,7 +13,6 @@ repeats a run (`replicate`, the seed) and which factors' test predictions are co
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import fnmatch
 import json
@@ -25,7 +25,7 @@ import ml_collections
 from asemble_jax.errors import UserError
 from asemble_jax.evaluation.metrics import METRIC_NAMES
 from asemble_jax.models.registry import presets
-from asemble_jax.train.config_file import load_config_file, load_module, parse_key_values
+from asemble_jax.config import apply_overrides, load_config, load_module
 
 _NAME = re.compile(r"[A-Za-z0-9_.+=-]+(/[A-Za-z0-9_.+=-]+)*")
 TABLE_METRICS = ("auc", "accuracy", "f1", "recall", "specificity")
@@ -34,6 +34,8 @@ COSTS = ("params", "gflops", "train_images_per_second")
 # The synthetic phantom's stand-in external test set of each plane.
 SYNTHETIC_EXTERNAL = {"coronal": "synthetic_sij/shifted", "axial": "synthetic_sij/shifted_axial"}
 PLANES = ("axial", "coronal")
+CLASSIFICATION, LOCALIZATION = "classification", "localization"
+EVALUATION_KINDS = (CLASSIFICATION, LOCALIZATION)
 
 
 class GridError(UserError, ValueError):
@@ -47,10 +49,18 @@ def _jsonable(value: Any) -> Any:
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
     """A test set a cell is scored on. `role` is what the tables call it ("test", "external") and is the same for
-    the folds of a cross-validation, whose held-out splits differ."""
+    the folds of a cross-validation, whose held-out splits differ. `kind`: "classification" (metrics, tables of
+    differences) or "localization" (Grad-CAM against the split's lesion masks, a section of the report)."""
     role: str
     dataset: str
     split: str
+    kind: str = CLASSIFICATION
+
+    def to_json(self) -> dict[str, Any]:
+        payload = dataclasses.asdict(self)
+        if self.kind == CLASSIFICATION:
+            del payload["kind"]  # records of grids from before kinds existed stay identical
+        return payload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,14 +72,12 @@ class Cell:
     evaluations: tuple[Evaluation, ...]
 
     def build_config(self) -> ml_collections.ConfigDict:
-        config = load_config_file(self.config)
-        apply_overrides(config, self.overrides)
-        return config
+        return apply_overrides(load_config(self.config), self.overrides)
 
     def to_json(self) -> dict[str, Any]:
         return _jsonable({"name": self.name, "factors": dict(self.factors), "config": self.config,
                           "overrides": dict(self.overrides),
-                          "evaluations": [dataclasses.asdict(e) for e in self.evaluations]})
+                          "evaluations": [e.to_json() for e in self.evaluations]})
 
     @classmethod
     def from_json(cls, payload: Mapping[str, Any]) -> Cell:
@@ -140,6 +148,10 @@ class Grid:
             roles = [evaluation.role for evaluation in cell.evaluations]
             if not roles or len(set(roles)) != len(roles):
                 raise GridError(f"cell {cell.name} needs at least one evaluation, each with its own role")
+            kinds = [evaluation.kind for evaluation in cell.evaluations]
+            if CLASSIFICATION not in kinds or set(kinds) - set(EVALUATION_KINDS):
+                raise GridError(f"cell {cell.name}: evaluation kinds must come from {', '.join(EVALUATION_KINDS)}, "
+                                "with at least one classification")
         if self.table.reference not in {cell.factors[self.table.arm] for cell in self.cells}:
             raise GridError(f"the table's reference {self.table.arm}={self.table.reference} is not in the grid")
 
@@ -179,15 +191,8 @@ def load_grid(spec: str) -> Grid:
     return dataclasses.replace(module.get_grid(arg or None), spec=spec)
 
 
-def parse_grid_arg(arg: str | None, defaults: Mapping[str, str]) -> dict[str, str]:
-    """"key=value,key=value" over `defaults`; list values are joined with '+' (planes=axial+coronal)."""
-    try:
-        return parse_key_values(arg, dict(defaults))
-    except ValueError as error:
-        raise GridError(f"grid {error}") from None
-
-
 def parse_list(value: str) -> list[str]:
+    """A list grid argument: items joined with '+' (planes=axial+coronal)."""
     return [item for item in value.split("+") if item]
 
 
@@ -210,43 +215,11 @@ def parse_preset(options: Mapping[str, str]) -> str:
     return options["preset"]
 
 
-def parse_count(options: Mapping[str, str], key: str, minimum: int = 1) -> int:
-    try:
-        count = int(options[key])
-    except ValueError:
-        raise GridError(f"grid argument {key}={options[key]!r} is not a whole number") from None
-    if count < minimum:
-        raise GridError(f"grid argument {key}={count} must be at least {minimum}")
-    return count
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """"total_steps=20" -> ("total_steps", 20); a value that is not a Python literal stays a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise GridError(f"config override {text!r} must look like field.name=value")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
-    """Sets dotted fields; unlike ConfigDict.update_from_flattened_dict, a field that does not exist is an error
-    (a typo would otherwise train the default silently)."""
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            if parent not in target or not isinstance(target[parent], ml_collections.ConfigDict):
-                raise GridError(f"config has no field {key!r}")
-            target = target[parent]
-        if leaf not in target:
-            raise GridError(f"config has no field {key!r}")
-        try:
-            target[leaf] = value
-        except TypeError as error:
-            raise GridError(f"config field {key}: {error}") from None
+def at_least(options: Mapping[str, Any], key: str, minimum: int = 1) -> int:
+    """options[key] (a whole number, as parse_arg typed it), refused below `minimum`."""
+    if options[key] < minimum:
+        raise GridError(f"grid argument {key}={options[key]} must be at least {minimum}")
+    return options[key]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,18 +1,23 @@
 """Writes a grid workdir's tables and figures to a folder: tables.md (every table with its caption and figures),
 tables.csv (long form, unrounded), tables.tex (one LaTeX table per test set), paired_tests.csv (baseline grids:
-per-seed McNemar and DeLong), <table>_differences.png and <table>_roc.png. Every file says which grid, command,
-git commit, package versions and date it comes from."""
+per-seed McNemar and DeLong), <table>_differences.png and <table>_roc.png, and for grids whose cells ask for a
+localisation evaluation a section of tables.md per arm and seed with its <name>_localization.json. Every file
+says which grid, command, git commit, package versions and date it comes from."""
 from __future__ import annotations
 
+import json
 import os
 import statistics
 from typing import Any
 
 from asemble_jax import atomic_io
-from asemble_jax.ablation import figures, tables
+from asemble_jax.ablation import cell as cell_lib, figures, tables
 from asemble_jax.ablation.cell import DONE, FAILED
-from asemble_jax.provenance import git_commit, now, package_versions
+from asemble_jax.ablation.grid import LOCALIZATION, Grid
 from asemble_jax.ablation.runner import read_grid_record
+from asemble_jax.evaluation import localization_report
+from asemble_jax.provenance import git_commit, now, package_versions
+from asemble_jax.workdir import GridWorkdir
 
 MAX_LISTED = 20  # failed or incomplete cells listed by name; the rest are counted
 
@@ -84,6 +89,7 @@ def write_tables(workdir: str, out: str, *, command: str, threshold: str = "0.5"
         md += [f"![ROC curves]({roc_png})", ""]
         tex.append(tables.latex(table, spec, f"{grid.name}, {title}. {text}", f"{grid.name}_{name}"))
 
+    md += localization_sections(workdir, grid, out, n_resamples=n_resamples, seed=seed)
     atomic_io.write_text(os.path.join(out, "tables.md"), "\n".join(md))
     atomic_io.write_text(os.path.join(out, "tables.tex"), "\n".join(tex))
     atomic_io.write_text(os.path.join(out, "tables.csv"),
@@ -92,3 +98,39 @@ def write_tables(workdir: str, out: str, *, command: str, threshold: str = "0.5"
         atomic_io.write_text(os.path.join(out, "paired_tests.csv"),
                              tables.to_csv(*tables.paired_test_rows(collected.tables), header))
     return collected
+
+
+def localization_sections(workdir: str, grid: Grid, out: str, *, n_resamples: int, seed: int) -> list[str]:
+    """Markdown sections, one per group, localisation role, arm and seed: the per-slice Grad-CAM scores of its
+    cells pooled (the folds of a cross-validation, as the tables pool predictions), with patient-bootstrap CIs;
+    each summary also goes to <name>_localization.json. A run some of whose cells are not done is named, not
+    summarised."""
+    spec, cells = grid.table, GridWorkdir(workdir)
+    parts: dict[tuple, list[localization_report.ScoredSlices]] = {}
+    expected: dict[tuple, int] = {}
+    for cell in grid.cells:
+        record = cell_lib.read_record(cells.cell(cell.name).root)
+        for evaluation in cell.evaluations:
+            if evaluation.kind != LOCALIZATION:
+                continue
+            key = (spec.group_of(cell.factors), evaluation.role, cell.factors[spec.arm], cell.factors[spec.replicate])
+            expected[key] = expected.get(key, 0) + 1
+            if record is None or record["status"] != DONE:
+                continue
+            entry = next(e for e in record["evaluations"] if e["role"] == evaluation.role)
+            with open(cells.cell(cell.name).path(entry["scores"])) as f:
+                parts.setdefault(key, []).append(localization_report.ScoredSlices.from_json(json.load(f)))
+    lines = []
+    for key in expected:
+        group, role, arm, replicate = key
+        title = ", ".join([*(str(v) for _, v in group), role, f"{spec.arm} {arm}", f"{spec.replicate} {replicate}"])
+        found = parts.get(key, [])
+        if len(found) < expected[key]:
+            lines += [f"## {title}", "", f"{len(found)} of {expected[key]} cells done: not summarised yet.", ""]
+            continue
+        summary = localization_report.summarise(localization_report.pool(found), n_resamples=n_resamples, seed=seed)
+        name = "_".join([*(str(v) for _, v in group), role, str(arm), f"{spec.replicate}{replicate}"])
+        atomic_io.write_json(os.path.join(out, name.replace("/", "_") + "_localization.json"), summary)
+        pooled = f" ({len(found)} cells pooled over {'/'.join(spec.pooled)})" if spec.pooled else ""
+        lines += [localization_report.markdown(summary, f"Grad-CAM localisation: {title}{pooled}", heading="##")]
+    return lines

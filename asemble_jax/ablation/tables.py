@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from asemble_jax.ablation import cell as cell_lib
-from asemble_jax.ablation.grid import Grid, TableSpec
+from asemble_jax.ablation.grid import CLASSIFICATION, Grid, TableSpec
 from asemble_jax.workdir import GridWorkdir
 from asemble_jax.errors import InputError, UserError
 from asemble_jax.evaluation.bootstrap import (PairedDifference, check_level, patient_resample_counts,
@@ -211,6 +211,8 @@ def collect(workdir: str, grid: Grid, *, threshold: str = "0.5", n_resamples: in
         group = spec.group_of(cell.factors)
         arm, replicate = cell.factors[spec.arm], cell.factors[spec.replicate]
         for evaluation in cell.evaluations:
+            if evaluation.kind != CLASSIFICATION:
+                continue  # localisation has a section of its own (ablation/report.py)
             key = (group, evaluation.role)
             expected[(key, arm, replicate)] = expected.get((key, arm, replicate), 0) + 1
             where = f"{evaluation.dataset}:{evaluation.split}"

@@ -277,9 +277,9 @@ def summarise(result: ScoredSlices, *, n_resamples: int = 2000, seed: int = 0) -
     }
 
 
-def markdown(summary: dict[str, Any], title: str) -> str:
+def markdown(summary: dict[str, Any], title: str, *, heading: str = "#") -> str:
     lines = [
-        f"# {title}", "",
+        f"{heading} {title}", "",
         f"{summary['n_examples']} slices with a lesion, from {summary['n_patients']} patients, scored at "
         f"{summary['resolution'][0]}x{summary['resolution'][1]}. Maps explain the lesion class; the trained model "
         f"gives these slices a mean lesion probability of {summary['mean_lesion_probability']:.3f}. "
