@@ -81,6 +81,10 @@ class Workdir:
         """Where the evaluation of dataset/split is written, without its suffixes (under eval/ unless out_dir)."""
         return os.path.join(out_dir or self.path("eval"), f"{dataset.replace('/', '_')}_{split}")
 
+    def localization_stem(self, dataset: str, split: str, out_dir: str | None = None) -> str:
+        """Where the Grad-CAM localisation of dataset/split is written, without its suffixes."""
+        return self.eval_stem(dataset, split, out_dir) + "_localization"
+
     def relative(self, path: str) -> str:
         """`path` relative to the workdir, as records store it (so that a workdir can be moved)."""
         return os.path.relpath(path, self.root)

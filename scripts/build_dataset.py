@@ -12,7 +12,7 @@ import sys
 import time
 
 from asemble_jax.data.builders import DEFAULT_DATA_DIR, build
-from asemble_jax.errors import InputError
+from asemble_jax.errors import run_main
 
 
 def main(argv=None) -> int:
@@ -24,15 +24,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     kwargs = {"strict": True} if args.strict else {}
     start = time.perf_counter()
-    try:
-        builder = build(args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir, **kwargs)
-    except (InputError, ValueError, FileNotFoundError, AssertionError) as error:
-        print(f"error: {args.dataset}: {error}".splitlines()[0], file=sys.stderr)
-        return 2
+    builder = build(args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir, **kwargs)
     splits = ", ".join(f"{name}={info.num_examples}" for name, info in sorted(builder.info.splits.items()))
     print(f"{builder.info.full_name} in {builder.data_dir} ({time.perf_counter() - start:.1f} s): {splits}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from asemble_jax.evaluation.report import evaluate_workdir
-from asemble_jax.errors import UserError
+from asemble_jax.errors import run_main
 
 
 def main(argv=None) -> int:
@@ -21,12 +21,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="output folder; default: WORKDIR/eval")
     parser.add_argument("--n_resamples", type=int, default=2000)
     args = parser.parse_args(argv)
-    try:
-        report = evaluate_workdir(args.workdir, dataset=args.dataset, split=args.split, out_dir=args.out,
-                                  data_dir=args.data_dir, n_resamples=args.n_resamples)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    report = evaluate_workdir(args.workdir, dataset=args.dataset, split=args.split, out_dir=args.out,
+                              data_dir=args.data_dir, n_resamples=args.n_resamples)
     block = report["thresholds"]["0.5"]
     print(f"{report['dataset']}/{report['split']}: n={report['n']} ({report['n_patients']} patients)  "
           f"AUC {block['auc']['estimate']:.3f} [{block['auc']['ci_low']:.3f}, {block['auc']['ci_high']:.3f}]  "
@@ -35,4 +31,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

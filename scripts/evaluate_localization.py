@@ -8,15 +8,14 @@ localization_<dataset>_<split>.md (the table), .json (the same numbers) and _cas
 and the least heat inside the lesion).
 """
 import argparse
-import os
 import sys
 import time
 
 from asemble_jax.data.pipeline import open_source
 from asemble_jax.evaluation import localization_report
 from asemble_jax.evaluation.localization import DEFAULT_TOLERANCE_PX
-from asemble_jax.errors import UserError
-from asemble_jax.workdir import load_trained_model
+from asemble_jax.errors import run_main
+from asemble_jax.workdir import Workdir, load_trained_model
 
 
 def main(argv=None) -> int:
@@ -37,18 +36,13 @@ def main(argv=None) -> int:
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     start = time.perf_counter()
-    try:
-        model, config, step = load_trained_model(args.workdir, which=args.which)
-        dataset = args.dataset or config.data.dataset
-        source = open_source(dataset, args.split, args.data_dir or config.data.data_dir)
-        result = localization_report.evaluate_localization(
-            model, localization_report.randomised_model(config), source, image_size=config.data.image_size,
-            batch_size=args.batch_size, tolerance_px=args.tolerance_px)
-    except (UserError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    stem = os.path.join(args.out or os.path.join(args.workdir, "eval"),
-                        f"localization_{dataset.replace('/', '_')}_{args.split}")
+    model, config, step = load_trained_model(args.workdir, which=args.which)
+    dataset = args.dataset or config.data.dataset
+    source = open_source(dataset, args.split, args.data_dir or config.data.data_dir)
+    result = localization_report.evaluate_localization(
+        model, localization_report.randomised_model(config), source, image_size=config.data.image_size,
+        batch_size=args.batch_size, tolerance_px=args.tolerance_px, name=f"{dataset}/{args.split}")
+    stem = Workdir(args.workdir).localization_stem(dataset, args.split, args.out)
     summary = localization_report.write_report(
         result, stem, title=f"Grad-CAM localisation: {dataset} / {args.split}, `{args.workdir}` step {step}",
         n_resamples=args.n_resamples, seed=args.seed)
@@ -62,4 +56,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -13,6 +13,8 @@ import os
 import pathlib
 import sys
 
+from asemble_jax.errors import UserError, run_main
+
 os.environ.setdefault("KERAS_BACKEND", "jax")
 GOLDEN_MAKERS = pathlib.Path(__file__).resolve().parent / "golden"
 
@@ -36,8 +38,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     makers = list(load_makers(args.only))
     if not makers:
-        print(f"error: no fixture maker matches {args.only!r} in {GOLDEN_MAKERS}", file=sys.stderr)
-        return 2
+        raise UserError(f"no fixture maker matches {args.only!r} in {GOLDEN_MAKERS}")
     for name, make in makers:
         for written in make(args.seed, args.out):
             print(f"{name}: wrote {written} ({written.stat().st_size / 1e6:.2f} MB)")
@@ -45,4 +46,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -9,6 +9,7 @@ import sys
 
 from asemble_jax.data.builders import DEFAULT_DATA_DIR
 from asemble_jax.data.figures import write_samples_figure
+from asemble_jax.errors import run_main
 
 
 def main(argv=None) -> int:
@@ -18,14 +19,10 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--per_class", type=int, default=4, help="patients shown per plane and class")
     args = parser.parse_args(argv)
-    try:
-        path = write_samples_figure(args.data_dir, args.out, split=args.split, per_class=args.per_class)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    path = write_samples_figure(args.data_dir, args.out, split=args.split, per_class=args.per_class)
     print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

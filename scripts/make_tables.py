@@ -11,9 +11,8 @@ import shlex
 import sys
 
 from asemble_jax.ablation.report import write_tables
-from asemble_jax.ablation.runner import RunnerError
-from asemble_jax.ablation.tables import THRESHOLDS, TableError
-from asemble_jax.errors import InputError
+from asemble_jax.ablation.tables import THRESHOLDS
+from asemble_jax.errors import run_main
 
 
 def main(argv=None) -> int:
@@ -27,16 +26,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     args = parser.parse_args(argv)
     command = shlex.join(["python", "scripts/make_tables.py", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        collected = write_tables(args.workdir, args.out, command=command, threshold=args.threshold,
-                                 n_resamples=args.n_resamples, seed=args.seed)
-    except (RunnerError, TableError, InputError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    collected = write_tables(args.workdir, args.out, command=command, threshold=args.threshold,
+                             n_resamples=args.n_resamples, seed=args.seed)
     print(f"wrote {args.out}/tables.md, tables.csv, tables.tex and {2 * len(collected.tables)} figure(s) "
           f"({len(collected.tables)} table(s))")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -2,37 +2,37 @@ r"""Trains one config; rerun the same command to resume.
 
     python scripts/train.py --config=ablations/base.py:model=asemblenet,preset=small,dataset=synthetic_sij/coronal \
         --workdir=workdirs/demo [--config.total_steps=50] [--allow_config_change]
+
+--config.FIELD=VALUE overrides any field of the config (read as the field's type; a field that does not exist is
+an error).
 """
+import argparse
 import logging
 import sys
 
-from absl import app, flags
-from absl import logging as absl_logging
-from ml_collections import config_flags
-
-from asemble_jax.train.trainer import TrainingError, train_and_evaluate
-
-config_flags.DEFINE_config_file("config", None, "ablations/<file>.py[:ARG]", lock_config=True)
-flags.DEFINE_string("workdir", None, "where config.json, metrics.jsonl and checkpoints go", required=True)
-flags.DEFINE_bool("allow_config_change", False, "resume a workdir whose stored config differs")
-FLAGS = flags.FLAGS
+from asemble_jax.config import apply_overrides, config_flags, load_config
+from asemble_jax.errors import run_main
+from asemble_jax.train.trainer import train_and_evaluate
 
 
-def main(argv):
-    del argv
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="ablations/<file>.py[:ARG]")
+    parser.add_argument("--workdir", required=True, help="where config.json, metrics.jsonl and checkpoints go")
+    parser.add_argument("--allow_config_change", action="store_true",
+                        help="resume a workdir whose stored config differs")
+    rest, overrides = config_flags(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(rest)
     # Orbax and TFDS log every call at INFO; keep theirs to warnings and ours at INFO.
-    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)
     logging.getLogger("asemble_jax").setLevel(logging.INFO)
-    try:
-        metrics = train_and_evaluate(FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change)
-    except TrainingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = apply_overrides(load_config(args.config), overrides)
+    metrics = train_and_evaluate(config, args.workdir, allow_config_change=args.allow_config_change)
     if metrics:
         print(f"validation: AUC {metrics['auc']:.4f}  accuracy {metrics['accuracy']:.4f}  (n={metrics['n']})")
     return 0
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    sys.exit(run_main(main))

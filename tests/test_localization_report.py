@@ -14,6 +14,7 @@ from asemble_jax import gradcam
 from asemble_jax.data import examples
 from asemble_jax.evaluation import localization_report as report
 from asemble_jax.config import load_config
+from asemble_jax.errors import run_main
 from asemble_jax.workdir import build_model
 
 SIDE = examples.IMAGE_SIZE
@@ -223,7 +224,7 @@ def test_script_names_an_unusable_workdir_in_one_line(tmp_path, capsys):
                                                      "evaluate_localization.py"))
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert script.main([f"--workdir={tmp_path}", "--dataset=synthetic_sij/coronal"]) == 2
+    assert run_main(script.main, [f"--workdir={tmp_path}", "--dataset=synthetic_sij/coronal"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith(f"error: {tmp_path}") and "config.json" in error[0]
 

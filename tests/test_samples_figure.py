@@ -6,6 +6,7 @@ from asemble_datasets.synthetic_sij.synthetic_sij_dataset_builder import Synthet
 from asemble_jax.data import examples, phantom
 from asemble_jax.data.figures import pick_samples, samples_figure, write_samples_figure
 from asemble_jax.atomic_io import save_figure
+from asemble_jax.errors import InputError
 
 SLICES = 3
 
@@ -45,6 +46,6 @@ def test_figure_has_a_row_per_plane_and_class_and_outlines_lesions(sources, tmp_
 
 
 def test_unbuilt_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="build_dataset.py --dataset=synthetic_sij/axial"):
+    with pytest.raises(InputError, match="build_dataset.py --dataset=synthetic_sij/axial"):
         write_samples_figure(tmp_path / "empty", tmp_path / "samples.png")
     assert not (tmp_path / "samples.png").exists()

@@ -10,7 +10,7 @@ from sklearn import metrics as skm
 
 from asemble_jax.evaluation.metrics import classification_metrics
 from asemble_jax import checkpoint
-from asemble_jax.train.metrics_log import MetricsLog
+from asemble_jax.metrics_log import MetricsLog
 
 
 def _state(value: float):

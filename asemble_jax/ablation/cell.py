@@ -31,7 +31,7 @@ from asemble_jax.evaluation import localization_report
 from asemble_jax.provenance import now, provenance
 from asemble_jax.evaluation.report import evaluate_workdir
 from asemble_jax.models.registry import count_parameters, forward_gflops
-from asemble_jax.train.metrics_log import MetricsLog
+from asemble_jax.metrics_log import MetricsLog
 from asemble_jax.train.trainer import train_and_evaluate
 from asemble_jax.workdir import Predictor, Workdir, build_model, load_trained_model
 
@@ -89,11 +89,12 @@ def _localize(cell_dir: str, evaluation: Evaluation, config: ml_collections.Conf
     """Grad-CAM of the cell's best model against the lesion masks of the evaluation's split, with its references;
     the per-slice scores go to eval/ (pooled by the report), the figure of cases stays in the cell's folder."""
     paths = Workdir(cell_dir)
-    stem = paths.eval_stem(evaluation.dataset, evaluation.split) + "_localization"
+    stem = paths.localization_stem(evaluation.dataset, evaluation.split)
     model, _, _ = load_trained_model(cell_dir)
     source = open_source(evaluation.dataset, evaluation.split, config.data.data_dir)
     result = localization_report.evaluate_localization(model, localization_report.randomised_model(config), source,
-                                                       image_size=config.data.image_size)
+                                                       image_size=config.data.image_size,
+                                                       name=f"{evaluation.dataset}/{evaluation.split}")
     atomic_io.write_json(stem + ".json", result.scored.to_json())
     localization_report.plot_cases(result, stem + "_cases.png")
     return {"role": evaluation.role, "kind": evaluation.kind, "dataset": evaluation.dataset,

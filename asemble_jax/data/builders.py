@@ -14,6 +14,8 @@ from typing import Any
 import tensorflow_datasets as tfds
 from etils import epath
 
+from asemble_jax.errors import InputError
+
 DATASET_NAMES = ("synthetic_sij", "bone_mri", "elazig", "asas", "radiopaedia")
 FILE_FORMAT = "array_record"
 DEFAULT_DATA_DIR = os.environ.get("TFDS_DATA_DIR", os.path.join("data", "tfds"))
@@ -57,7 +59,13 @@ def get_builder(name: str, *, data_dir: str | os.PathLike | None = None, **build
 def build(name: str, *, data_dir: str | os.PathLike | None = None, manual_dir: str | os.PathLike | None = None,
           **builder_kwargs: Any):
     """Builds "dataset/config" unless already built, and returns its builder."""
-    builder = get_builder(name, data_dir=data_dir, **builder_kwargs)
-    download_config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir) if manual_dir else None)
-    builder.download_and_prepare(download_config=download_config, file_format=FILE_FORMAT)
+    try:
+        builder = get_builder(name, data_dir=data_dir, **builder_kwargs)
+        download_config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir) if manual_dir else None)
+        builder.download_and_prepare(download_config=download_config, file_format=FILE_FORMAT)
+    except InputError:
+        raise
+    except (ValueError, FileNotFoundError, AssertionError) as error:
+        # TFDS's own checks (an unknown config, a missing manual folder, a failed split assertion).
+        raise InputError(name, (str(error).strip().splitlines() or [type(error).__name__])[0]) from None
     return builder

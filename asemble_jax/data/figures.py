@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from asemble_jax.atomic_io import save_figure
 from asemble_jax.data import examples
 from asemble_jax.data.builders import get_builder
+from asemble_jax.errors import InputError
 
 DATASET = "synthetic_sij"
 
@@ -74,9 +75,8 @@ def write_samples_figure(data_dir: str | os.PathLike, out: str | os.PathLike, *,
     for plane in planes:
         builder = get_builder(f"{DATASET}/{plane}", data_dir=data_dir)
         if not builder.is_prepared():
-            raise FileNotFoundError(
-                f"{DATASET}/{plane} is not built in {data_dir}: run "
-                f"python scripts/build_dataset.py --dataset={DATASET}/{plane} --data_dir={data_dir}")
+            raise InputError(data_dir, f"{DATASET}/{plane} is not built here: run python scripts/build_dataset.py "
+                             f"--dataset={DATASET}/{plane} --data_dir={data_dir}")
         sources[plane] = builder.as_data_source(split=split)
     save_figure(samples_figure(sources, per_class=per_class, title=f"{DATASET} ({split} split)"), out, dpi=110)
     return pathlib.Path(out)

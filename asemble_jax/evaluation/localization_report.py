@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 from asemble_jax import atomic_io, gradcam
 from asemble_jax.data.examples import decode_png
 from asemble_jax.data.pipeline import to_model_input
+from asemble_jax.errors import InputError
 from asemble_jax.evaluation.bootstrap import patient_bootstrap_mean
 from asemble_jax.evaluation.formatting import format_interval
 from asemble_jax.evaluation.localization import (DEFAULT_TOLERANCE_PX, LocalizationScores, centre_prior,
@@ -58,10 +59,11 @@ class LesionSlices:
     names: np.ndarray  # (N,) str: patient and slice, for figure titles
 
 
-def lesion_slices(source: Sequence[dict[str, Any]]) -> LesionSlices:
-    """Reads every record of `source` (a split that carries masks) and keeps those with a lesion."""
+def lesion_slices(source: Sequence[dict[str, Any]], name: str = "this split") -> LesionSlices:
+    """Reads every record of `source` (a split that carries masks, called `name` in errors) and keeps those with a
+    lesion."""
     if len(source) == 0 or "mask" not in source[0]:
-        raise ValueError("localisation needs a split whose records carry a lesion mask")
+        raise InputError(name, "localisation needs a split whose records carry a lesion mask")
     images, masks, patients, names = [], [], [], []
     for index in range(len(source)):
         record = source[index]
@@ -75,7 +77,7 @@ def lesion_slices(source: Sequence[dict[str, Any]]) -> LesionSlices:
         names.append(f"{patient} slice {int(record['slice_index'])}" if "slice_index" in record
                      else f"{patient} #{index}")
     if not images:
-        raise ValueError("no example of this split has a lesion in its mask")
+        raise InputError(name, "no example has a lesion in its mask")
     return LesionSlices(np.stack(images), np.stack(masks), np.asarray(patients), np.asarray(names))
 
 
@@ -202,10 +204,11 @@ def score_heatmaps(slices: LesionSlices, trained: ModelHeatmaps, randomised: Mod
 
 
 def evaluate_localization(model, reference_model, source: Sequence[dict[str, Any]], *, image_size: int,
-                          batch_size: int = 16, tolerance_px: float = DEFAULT_TOLERANCE_PX) -> LocalizationResult:
-    """Grad-CAM of `model` and of `reference_model` (see randomised_model) on every lesion slice of `source`,
-    scored against the masks and the centre prior."""
-    slices = lesion_slices(source)
+                          batch_size: int = 16, tolerance_px: float = DEFAULT_TOLERANCE_PX,
+                          name: str = "this split") -> LocalizationResult:
+    """Grad-CAM of `model` and of `reference_model` (see randomised_model) on every lesion slice of `source`
+    (called `name` in errors), scored against the masks and the centre prior."""
+    slices = lesion_slices(source, name)
     return score_heatmaps(slices, grad_cam_heatmaps(model, slices, image_size=image_size, batch_size=batch_size),
                           grad_cam_heatmaps(reference_model, slices, image_size=image_size, batch_size=batch_size),
                           tolerance_px=tolerance_px)

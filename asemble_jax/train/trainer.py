@@ -27,7 +27,7 @@ from asemble_jax.data.augment import AugmentConfig
 from asemble_jax.errors import UserError
 from asemble_jax.evaluation.metrics import classification_metrics
 from asemble_jax.train import optim, step as step_lib
-from asemble_jax.train.metrics_log import MetricsLog
+from asemble_jax.metrics_log import MetricsLog
 from asemble_jax.workdir import Workdir, build_model, load_weights, make_predict_step, predict_split
 
 log = logging.getLogger(__name__)
