@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 
 from asemble_jax import atomic_io
-from asemble_jax.errors import InputError
 from asemble_jax.data.pipeline import to_model_input
 from asemble_jax.data.preprocess import preprocess
 from asemble_jax.data.readers import read_image, read_nifti_volume
+from asemble_jax.errors import InputError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -78,13 +78,16 @@ def batches(slices: Iterable[Slice], batch_size: int) -> Iterator[list[Slice]]:
 
 
 def write_png(path: pathlib.Path, rgb_or_grey: np.ndarray) -> None:
-    """Writes a (H, W) grey or (H, W, 3) RGB uint8 image atomically."""
+    """Writes a (H, W) grey or (H, W, 3) RGB uint8 image atomically; InputError naming `path` if it cannot."""
     image = rgb_or_grey if rgb_or_grey.ndim == 2 else cv2.cvtColor(rgb_or_grey, cv2.COLOR_RGB2BGR)
     encoded, data = cv2.imencode(".png", image)
     if not encoded:
-        raise OSError(f"{path}: OpenCV could not encode the PNG")
-    with atomic_io.atomic_open(path, "wb") as handle:
-        handle.write(data.tobytes())
+        raise InputError(path, "OpenCV could not encode the PNG")
+    try:
+        with atomic_io.atomic_open(path, "wb") as handle:
+            handle.write(data.tobytes())
+    except OSError as error:
+        raise InputError(path, f"cannot be written: {error.strerror or error}") from None
 
 
 def slice_argument(value: str) -> int | None:

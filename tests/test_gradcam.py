@@ -1,6 +1,7 @@
 """Grad-CAM: against pytorch-grad-cam (golden fixtures from scripts/golden/gradcam.py, in tests/golden/ or
 $ASEMBLE_GOLDEN_DIR; any seed's fixtures must pass), on a model whose answer is known by construction, on the
-tiny ASembleNet (shapes, range, the weight-randomisation sanity check), and scripts/gradcam.py end to end."""
+tiny ASembleNet (shapes, range, the weight-randomisation sanity check), the batching core of asemble_jax/classify.py,
+and scripts/gradcam.py end to end."""
 import importlib.util
 import os
 import pathlib
@@ -15,9 +16,11 @@ import pydicom
 import pytest
 from flax import nnx
 
-from asemble_jax import gradcam
+from asemble_jax import classify, gradcam
+from asemble_jax.errors import InputError, UserError, run_main
 from asemble_jax.models import create_model
 from asemble_jax.models.vit import VisionTransformer
+from asemble_jax.user_inputs import load_slices, write_png
 
 GOLDEN_DIR = pathlib.Path(os.environ.get("ASEMBLE_GOLDEN_DIR", pathlib.Path(__file__).parent / "golden"))
 MAX_HEATMAP_ERROR = 1e-5
@@ -280,6 +283,53 @@ def test_overlay_is_hot_where_the_heatmap_is():
     assert rgb[0, 0, 0] > rgb[0, 7, 0] and rgb[0, 0, 2] < rgb[0, 7, 2], "jet: red where hot, blue where cold"
 
 
+# ---- asemble_jax/classify.py's core ----
+
+def _classifier(model, batch_size: int) -> classify.Classifier:
+    return classify.Classifier(model, image_size=TINY_SIZE, num_classes=2, batch_size=batch_size)
+
+
+def test_padding_a_batch_changes_no_result_and_an_unreadable_file_is_counted_once(tiny_model, tmp_path):
+    y, x = np.mgrid[:90, :80]
+    paths = [tmp_path / f"{name}.png" for name in ("a", "b", "bad", "c")]
+    for seed, path in enumerate(paths):
+        cv2.imwrite(str(path), np.uint8(40 + 50 * seed + 120 * ((y - 30 - 10 * seed) ** 2 + (x - 40) ** 2 < 400)))
+    paths[2].write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    files = classify.given_files(paths, tmp_path / "out")
+    runs = {}
+    for batch_size in (2, 4):  # 3 readable slices: a full batch and one padded by one; one batch padded by one
+        errors = classify.FileErrors(echo=False)
+        runs[batch_size] = list(_classifier(tiny_model, batch_size).explain_files(files, on_error=errors))
+        assert [error.path for error in errors.errors] == [str(paths[2])] and errors.exit_status() == 1
+        assert [result.slice.label for result in runs[batch_size]] == [str(paths[k]) for k in (0, 1, 3)]
+    for two, four in zip(runs[2], runs[4]):
+        np.testing.assert_allclose(two.probabilities, four.probabilities, atol=1e-5)
+        assert two.explained_class == four.explained_class == two.predicted
+        assert set(two.maps) == {"wide_resnet", "convnext", "vit", gradcam.FUSED}
+        for name in two.maps:
+            np.testing.assert_allclose(two.maps[name], four.maps[name], atol=1e-4, err_msg=name)
+    alone = next(_classifier(tiny_model, 4).explain(load_slices(paths[3], paths[3], tmp_path, image_size=TINY_SIZE,
+                                                                slice_index=None)))
+    np.testing.assert_allclose(alone.probabilities, runs[4][2].probabilities, atol=1e-5)
+
+
+def test_a_bad_batch_size_or_target_class_is_a_user_error(tiny_model):
+    for batch_size in (0, -1, 2.5):
+        with pytest.raises(UserError, match="batch_size must be a whole number >= 1"):
+            _classifier(tiny_model, batch_size)
+    for target in (-1, 2):
+        with pytest.raises(UserError, match="target_class must be in 0..1"):
+            _classifier(tiny_model, 4).explain([], target_class=target)
+
+
+def test_an_unwritable_png_names_its_path(tmp_path):
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "file" / "x.png"
+    with pytest.raises(InputError, match="cannot be written") as raised:
+        write_png(path, np.zeros((4, 4), np.uint8))
+    assert raised.value.path == str(path)
+
+
 # ---- scripts/gradcam.py ----
 
 @pytest.fixture(scope="module")
@@ -310,8 +360,7 @@ def inputs(tmp_path, shared_data):
 def test_script_writes_overlays_and_names_each_unreadable_file(script, tiny_model, inputs, tmp_path, capsys):
     folder, dicom, nifti = inputs
     out = tmp_path / "out"
-    status = script.run(tiny_model, image_size=TINY_SIZE, input_path=folder, out=out, slice_index=2,
-                        target_class=None, batch_size=4)
+    status = classify.write_explanations(_classifier(tiny_model, 4), folder, out=out, slice_index=2)
     captured = capsys.readouterr()
     assert status == 1
     errors = captured.err.strip().splitlines()
@@ -334,8 +383,8 @@ def test_script_writes_overlays_and_names_each_unreadable_file(script, tiny_mode
 
 def test_script_refuses_a_slice_a_volume_does_not_have(script, tiny_model, inputs, tmp_path, capsys):
     _, _, nifti = inputs
-    status = script.run(tiny_model, image_size=TINY_SIZE, input_path=inputs[0] / nifti.name, out=tmp_path / "out",
-                        slice_index=99, target_class=None, batch_size=4)
+    status = classify.write_explanations(_classifier(tiny_model, 4), inputs[0] / nifti.name, out=tmp_path / "out",
+                                         slice_index=99)
     error = capsys.readouterr().err.strip()
     assert status == 1 and error.count("\n") == 0 and nifti.name in error and "no slice 99" in error
 
@@ -343,16 +392,21 @@ def test_script_refuses_a_slice_a_volume_does_not_have(script, tiny_model, input
 def test_script_main_loads_the_workdir_and_reports_setup_errors(script, tiny_model, inputs, tmp_path, capsys,
                                                                monkeypatch):
     folder = inputs[0]
-    assert script.main([f"--workdir={tmp_path / 'nothing'}", f"--input={folder}", f"--out={tmp_path}"]) == 2
-    assert capsys.readouterr().err.strip().startswith("error: ")
+    nothing = tmp_path / "nothing"
+    assert run_main(script.main, [f"--workdir={nothing}", f"--input={folder}", f"--out={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "config.json" in err[0]
     config = ml_collections.ConfigDict({"data": {"image_size": TINY_SIZE}, "model": {"num_classes": 2}})
-    monkeypatch.setattr(script, "load_trained_model", lambda workdir, which: (tiny_model, config, 7))
-    assert script.main(["--workdir=w", f"--input={folder / 'missing.png'}", f"--out={tmp_path}"]) == 2
+    monkeypatch.setattr(classify, "load_model", lambda workdir, which: (tiny_model, config, 7))
+    assert run_main(script.main, ["--workdir=w", f"--input={folder / 'missing.png'}", f"--out={tmp_path}"]) == 2
     assert "missing.png: no such file or folder" in capsys.readouterr().err
-    assert script.main(["--workdir=w", f"--input={folder}", f"--out={tmp_path}", "--target-class=2"]) == 2
-    assert "--target-class must be in 0..1" in capsys.readouterr().err
+    assert run_main(script.main, ["--workdir=w", f"--input={folder}", f"--out={tmp_path}", "--target_class=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "target_class must be in 0..1" in err[0]
+    assert run_main(script.main, ["--workdir=w", f"--input={folder}", f"--out={tmp_path}", "--batch_size=0"]) == 2
+    assert "batch_size must be a whole number >= 1" in capsys.readouterr().err
     out = tmp_path / "main_out"
-    assert script.main(["--workdir=w", f"--input={folder / 'phantom.png'}", f"--out={out}", "--target-class=1",
-                        "--batch-size=4"]) == 0
+    assert run_main(script.main, ["--workdir=w", f"--input={folder / 'phantom.png'}", f"--out={out}",
+                                  "--target_class=1", "--batch_size=4"]) == 0
     assert "map of class 1" in capsys.readouterr().out
     assert (out / "phantom.png_fused.png").is_file()

@@ -1,5 +1,6 @@
-"""scripts/predict.py on a tiny trained workdir: good files next to corrupt, truncated, zero-byte and non-image
-ones, volumes, same-name files, and no DICOM header data in anything printed or written."""
+"""scripts/predict.py (asemble_jax/classify.py's write_predictions) on a tiny trained workdir: good files next to
+corrupt, truncated, zero-byte and non-image ones, volumes, same-name files, no DICOM header data in anything printed
+or written, and one line with status 2 for an unusable workdir, --out or --batch_size."""
 import importlib.util
 import io
 import os
@@ -17,13 +18,15 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from asemble_jax import classify
+from asemble_jax import workdir as workdir_lib
+from asemble_jax.config import load_config
 from asemble_jax.data import examples
 from asemble_jax.data.pipeline import to_model_input
 from asemble_jax.data.preprocess import preprocess
 from asemble_jax.data.readers import read_image
-from asemble_jax import workdir as workdir_lib
+from asemble_jax.errors import run_main
 from asemble_jax.train import trainer
-from asemble_jax.config import load_config
 
 ROOT = pathlib.Path(__file__).parent.parent
 SCRIPT = ROOT / "scripts" / "predict.py"
@@ -147,7 +150,7 @@ def test_bad_files_get_one_line_each_and_the_good_ones_are_still_predicted(scrip
     folder, good, dicom, bad = files
     out = tmp_path / "out"
     arguments = [good, bad[0], dicom, *bad[1:]]
-    status = script.main([f"--workdir={workdir}", f"--out={out}", *map(str, arguments)])
+    status = run_main(script.main, [f"--workdir={workdir}", f"--out={out}", *map(str, arguments)])
     captured = capsys.readouterr()
     assert status == 1, "some files failed: the exit status must say so"
 
@@ -176,8 +179,8 @@ def test_bad_files_get_one_line_each_and_the_good_ones_are_still_predicted(scrip
 
 def _run(script, trained, files, out, **options):
     model, config = trained
-    return script.run(model, list(files), out=out, image_size=config.data.image_size, names=["healthy", "AS"],
-                      **options)
+    classifier = classify.Classifier(model, image_size=config.data.image_size, num_classes=2, names=["healthy", "AS"])
+    return classify.write_predictions(classifier, list(files), out=out, **options)
 
 
 def test_a_run_of_readable_files_succeeds(script, trained, files, tmp_path, capsys):
@@ -227,7 +230,32 @@ def test_files_with_the_same_name_do_not_overwrite_each_other(script, trained, t
     assert not np.array_equal(cv2.imread(overlays[0]), cv2.imread(overlays[1]))
 
 
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and not captured.out, captured
+    return err[0]
+
+
 def test_an_unusable_workdir_is_one_line_and_status_2(script, tmp_path, capsys):
-    assert script.main([f"--workdir={tmp_path}", str(tmp_path / "x.png")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "config.json" in err[0]
+    assert run_main(script.main, [f"--workdir={tmp_path}", str(tmp_path / "x.png")]) == 2
+    assert "config.json" in _one_error_line(capsys)
+    (tmp_path / "config.json").write_text('{"data": {"image_size": 6')  # cut short
+    assert run_main(script.main, [f"--workdir={tmp_path}", str(tmp_path / "x.png")]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {tmp_path / 'config.json'}: ") and "not valid JSON" in line
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_a_batch_size_below_one_is_one_line_and_status_2(script, workdir, files, value, capsys):
+    assert run_main(script.main, [f"--workdir={workdir}", f"--batch_size={value}", str(files[1])]) == 2
+    assert "batch_size must be a whole number >= 1" in _one_error_line(capsys)
+
+
+def test_an_unwritable_out_folder_is_one_line_and_status_2(script, workdir, files, tmp_path, capsys):
+    _, good, _, _ = files
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")  # so that no folder can be made below it, even by root
+    assert run_main(script.main, [f"--workdir={workdir}", f"--out={blocker / 'out'}", str(good)]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {blocker / 'out' / 'good.png_gradcam.png'}: cannot be written: "), line
