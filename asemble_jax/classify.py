@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import pathlib
 import sys
@@ -27,7 +26,7 @@ from flax import nnx
 from asemble_jax import gradcam
 from asemble_jax.errors import InputError, UserError
 from asemble_jax.user_inputs import Slice, batches, input_files, load_slices, write_png
-from asemble_jax.workdir import Workdir, load_trained_model, read_config
+from asemble_jax.workdir import load_trained_model
 
 EXIT_SOME_FILES_FAILED = 1
 DEFAULT_BATCH_SIZE = 16
@@ -98,17 +97,6 @@ def class_names(config) -> list[str]:
     return names if len(names) == num_classes else [f"class {k}" for k in range(num_classes)]
 
 
-def load_model(workdir: str | os.PathLike, which: str = "best"):
-    """workdir.load_trained_model, with a config.json that is not JSON named as the problem."""
-    workdir = os.fspath(workdir)
-    try:
-        read_config(workdir)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(Workdir(workdir).config, f"is not valid JSON ({error}); is this a training workdir?") \
-            from None
-    return load_trained_model(workdir, which=which)
-
-
 def _check_batch_size(batch_size: int) -> int:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
@@ -129,7 +117,7 @@ class Classifier:
     def from_workdir(cls, workdir: str | os.PathLike, *, which: str = "best",
                      batch_size: int = DEFAULT_BATCH_SIZE) -> Classifier:
         _check_batch_size(batch_size)  # before the model is loaded
-        model, config, _ = load_model(workdir, which)
+        model, config, _ = load_trained_model(os.fspath(workdir), which=which)
         return cls(model, image_size=config.data.image_size, num_classes=config.model.num_classes,
                    names=class_names(config), batch_size=batch_size)
 

@@ -108,8 +108,12 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     path = Workdir(workdir).config
     if not os.path.exists(path):
         raise WorkdirError(f"{workdir}: no config.json here; is this a training workdir?")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    try:
+        with open(path, encoding="utf-8") as f:
+            return ml_collections.ConfigDict(json.load(f))
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON (JSONDecodeError is a ValueError)
+        raise WorkdirError(f"{path}: not a readable config ({type(error).__name__}: {error}); is this a training "
+                           "workdir?") from None
 
 
 def build_model(config: ml_collections.ConfigDict) -> nnx.Module:

@@ -397,7 +397,7 @@ def test_script_main_loads_the_workdir_and_reports_setup_errors(script, tiny_mod
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "config.json" in err[0]
     config = ml_collections.ConfigDict({"data": {"image_size": TINY_SIZE}, "model": {"num_classes": 2}})
-    monkeypatch.setattr(classify, "load_model", lambda workdir, which: (tiny_model, config, 7))
+    monkeypatch.setattr(classify, "load_trained_model", lambda workdir, which: (tiny_model, config, 7))
     assert run_main(script.main, ["--workdir=w", f"--input={folder / 'missing.png'}", f"--out={tmp_path}"]) == 2
     assert "missing.png: no such file or folder" in capsys.readouterr().err
     assert run_main(script.main, ["--workdir=w", f"--input={folder}", f"--out={tmp_path}", "--target_class=2"]) == 2

@@ -243,7 +243,7 @@ def test_an_unusable_workdir_is_one_line_and_status_2(script, tmp_path, capsys):
     (tmp_path / "config.json").write_text('{"data": {"image_size": 6')  # cut short
     assert run_main(script.main, [f"--workdir={tmp_path}", str(tmp_path / "x.png")]) == 2
     line = _one_error_line(capsys)
-    assert line.startswith(f"error: {tmp_path / 'config.json'}: ") and "not valid JSON" in line
+    assert line.startswith(f"error: {tmp_path / 'config.json'}: ") and "not a readable config" in line
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])
