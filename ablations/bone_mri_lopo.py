@@ -26,7 +26,7 @@ Trained from scratch; ablations/pretraining.py compares a phantom-pretrained sta
 """
 import os
 
-from asemble_jax.ablation.grid import (LOCALIZATION, Cell, Evaluation, Grid, TableSpec, at_least, dataset_notes,
+from asemble_jax.grids.grid import (LOCALIZATION, Cell, Evaluation, Grid, TableSpec, at_least, dataset_notes,
                                        parse_preset, training_sets)
 from asemble_jax.config import parse_arg
 

@@ -36,7 +36,7 @@ ARG, comma-separated key=value (lists joined with '+'):
 """
 import os
 
-from asemble_jax.ablation.grid import (Cell, Grid, GridError, TableSpec, at_least, dataset_notes, parse_preset,
+from asemble_jax.grids.grid import (Cell, Grid, GridError, TableSpec, at_least, dataset_notes, parse_preset,
                                        parse_subset, training_sets)
 from asemble_jax.config import parse_arg
 from asemble_jax.models.registry import ablation_variants

@@ -19,7 +19,7 @@ from asemble_jax.config import load_config
 from asemble_jax.data.builders import build
 from asemble_jax.data.figures import write_samples_figure
 from asemble_jax.evaluation.formatting import format_interval
-from asemble_jax.evaluation.report import evaluate_workdir
+from asemble_jax.evaluation.evaluate import evaluate_workdir
 from asemble_jax.metrics_log import MetricsLog
 from asemble_jax.provenance import git_commit
 from asemble_jax.train.trainer import train_and_evaluate

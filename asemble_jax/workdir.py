@@ -6,7 +6,7 @@
       checkpoints/STEP/         the latest Orbax checkpoints: training state and data-iterator position
       checkpoints/best/STEP/    the best step by validation AUC, kept apart so that max_to_keep never deletes it
       eval/                     evaluation reports: DATASET_SPLIT.{json,md,_predictions.csv,...}
-      cell.json, cell.log, error.log   a grid cell's record, output and traceback (asemble_jax/ablation/cell.py;
+      cell.json, cell.log, error.log   a grid cell's record, output and traceback (asemble_jax/grids/cell.py;
                                 claim.N files are the claims module's own)
 
     GRID_WORKDIR/

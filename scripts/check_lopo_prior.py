@@ -1,6 +1,6 @@
 r"""Does a leave-one-patient-out grid's pooled AUC reflect learning, or the training prior? Per run (arm and seed):
 the pooled AUC and the correlation of each fold's mean prediction with its held-out patient's prevalence
-(asemble_jax/ablation/prior_check.py says how to read it).
+(asemble_jax/grids/prior_check.py says how to read it).
 
     python scripts/check_lopo_prior.py --workdir=workdirs/ablations/bone_mri_components \
         [--out=results/ablations/bone_mri/components/lopo_prior_check.md]
@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from asemble_jax import atomic_io
-from asemble_jax.ablation.prior_check import prior_check
+from asemble_jax.grids.prior_check import prior_check
 from asemble_jax.errors import run_main
 
 

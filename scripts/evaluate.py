@@ -8,7 +8,7 @@ Youden's J from validation), _predictions.csv, and ROC, confusion-matrix and cal
 import argparse
 import sys
 
-from asemble_jax.evaluation.report import evaluate_workdir
+from asemble_jax.evaluation.evaluate import evaluate_workdir
 from asemble_jax.errors import run_main
 
 

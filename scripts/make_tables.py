@@ -4,14 +4,14 @@ r"""Tables and figures of an ablation grid workdir, from whatever cells have fin
         --out=results/ablations/synthetic/components [--threshold=0.5|youden] [--n_resamples=2000]
 
 Writes OUT/tables.md, tables.csv, tables.tex, paired_tests.csv (baseline grids) and the figures; see
-asemble_jax/ablation/report.py and tables.py for what each number is.
+asemble_jax/grids/publish.py and tables.py for what each number is.
 """
 import argparse
 import shlex
 import sys
 
-from asemble_jax.ablation.report import write_tables
-from asemble_jax.ablation.tables import THRESHOLDS
+from asemble_jax.grids.publish import write_tables
+from asemble_jax.grids.tables import THRESHOLDS
 from asemble_jax.errors import run_main
 
 

@@ -15,8 +15,8 @@ worker stops. Tables: scripts/make_tables.py --workdir=DIR.
 import argparse
 import sys
 
-from asemble_jax.ablation import claims, runner
-from asemble_jax.ablation.grid import load_grid
+from asemble_jax.grids import claims, runner
+from asemble_jax.grids.grid import load_grid
 from asemble_jax.config import config_flags, typed_overrides
 from asemble_jax.errors import run_main
 

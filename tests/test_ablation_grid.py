@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from asemble_jax.ablation.grid import Cell, Evaluation, Grid, GridError, TableSpec, load_grid
+from asemble_jax.grids.grid import Cell, Evaluation, Grid, GridError, TableSpec, load_grid
 from asemble_jax.errors import UserError
 from asemble_jax.config import ConfigError, apply_overrides, config_flags, load_config, typed_overrides
 from asemble_jax.models.registry import ablation_variants

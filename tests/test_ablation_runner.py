@@ -11,9 +11,9 @@ import pytest
 
 from asemble_jax import atomic_io
 from asemble_jax.workdir import GridWorkdir, Workdir
-from asemble_jax.ablation import cell as cell_lib
-from asemble_jax.ablation import claims, runner
-from asemble_jax.ablation.grid import Cell, Evaluation, Grid, TableSpec
+from asemble_jax.grids import cell as cell_lib
+from asemble_jax.grids import claims, runner
+from asemble_jax.grids.grid import Cell, Evaluation, Grid, TableSpec
 
 BASE = os.path.join(os.path.dirname(__file__), os.pardir, "ablations", "base.py")
 LONG_AGO = 10_000.0
@@ -250,7 +250,7 @@ def test_a_cell_process_that_dies_is_recorded_as_failed_and_frees_the_cell(tmp_p
 # ---- one cell's record, around a fabricated training run -------------------------------------------------------
 
 class _FakePredictor:
-    """What evaluation.report needs of a Predictor: a config, a step and predictions."""
+    """What evaluation.evaluate needs of a Predictor: a config, a step and predictions."""
 
     def __init__(self, config):
         self.config, self.step = config, 7

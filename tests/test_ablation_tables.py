@@ -11,9 +11,9 @@ from statsmodels.stats.contingency_tables import mcnemar as statsmodels_mcnemar
 
 from asemble_jax import atomic_io
 from asemble_jax.workdir import Workdir
-from asemble_jax.ablation import runner, tables
-from asemble_jax.ablation.grid import Cell, Evaluation, Grid, TableSpec
-from asemble_jax.ablation.report import write_tables
+from asemble_jax.grids import runner, tables
+from asemble_jax.grids.grid import Cell, Evaluation, Grid, TableSpec
+from asemble_jax.grids.publish import write_tables
 
 PATIENTS, SLICES = 20, 10
 RESAMPLES = 400

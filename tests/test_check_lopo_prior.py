@@ -1,4 +1,4 @@
-"""The LOPO prior check (asemble_jax/ablation/prior_check.py, scripts/check_lopo_prior.py) on fabricated grid
+"""The LOPO prior check (asemble_jax/grids/prior_check.py, scripts/check_lopo_prior.py) on fabricated grid
 records whose answer is known."""
 import os
 import pathlib
@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from asemble_jax import atomic_io
-from asemble_jax.ablation import runner
-from asemble_jax.ablation.grid import Cell, Evaluation, Grid, TableSpec
-from asemble_jax.ablation.prior_check import prior_check
+from asemble_jax.grids import runner
+from asemble_jax.grids.grid import Cell, Evaluation, Grid, TableSpec
+from asemble_jax.grids.prior_check import prior_check
 from asemble_jax.workdir import GridWorkdir
 
 ROOT = pathlib.Path(__file__).parent.parent

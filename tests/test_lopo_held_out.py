@@ -8,9 +8,9 @@ import pathlib
 
 import pytest
 
-from asemble_jax.ablation import runner
-from asemble_jax.ablation.grid import LOCALIZATION, load_grid
-from asemble_jax.ablation.report import write_tables
+from asemble_jax.grids import runner
+from asemble_jax.grids.grid import LOCALIZATION, load_grid
+from asemble_jax.grids.publish import write_tables
 from asemble_jax.data import pipeline
 from asemble_jax.data.builders import build
 from asemble_jax.workdir import Workdir

@@ -3,12 +3,12 @@ for a seed), one way to write an interval, and one ROC figure whose curves are t
 import numpy as np
 import pytest
 
-from asemble_jax.ablation import figures as ablation_figures
-from asemble_jax.ablation import tables
+from asemble_jax.grids import figures as ablation_figures
+from asemble_jax.grids import tables
 from asemble_jax.evaluation.bootstrap import paired_bootstrap
 from asemble_jax.evaluation.figures import CHANCE, RocCurve, plot_roc
 from asemble_jax.evaluation.formatting import format_interval
-from asemble_jax.evaluation.report import _markdown
+from asemble_jax.evaluation.evaluate import _markdown
 
 
 def _predictions(rng, labels, patients, separation):

@@ -185,7 +185,7 @@ def test_unknown_variant_is_a_clear_error(toy_data_dir, tmp_path):
 def test_evaluation_report_matches_its_own_predictions(uninterrupted, tmp_path):
     from sklearn.metrics import roc_auc_score
 
-    from asemble_jax.evaluation.report import evaluate_workdir
+    from asemble_jax.evaluation.evaluate import evaluate_workdir
 
     report = evaluate_workdir(uninterrupted, split="val", out_dir=str(tmp_path), n_resamples=200)
     stem = tmp_path / "trainer_toy_val"

@@ -7,7 +7,7 @@ times they were drawn), and all resamples are scored at once by metrics.weighted
 clusters.
 
 `patient_resample_counts` is the one source of those weights for every bootstrap of the project (these
-intervals, localization_report's means via patient_bootstrap_mean, and ablation.tables' pooled paired
+intervals, localization_report's means via patient_bootstrap_mean, and grids.tables' pooled paired
 differences), so that the same seed draws the same patients in every table.
 
 Intervals are percentile intervals of the resampled metric. Resamples in which a metric is undefined (for

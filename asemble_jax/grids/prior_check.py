@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from asemble_jax.ablation import cell as cell_lib
-from asemble_jax.ablation.grid import CLASSIFICATION
-from asemble_jax.ablation.runner import read_grid_record
-from asemble_jax.ablation.tables import Predictions, TableError, read_predictions
+from asemble_jax.grids import cell as cell_lib
+from asemble_jax.grids.grid import CLASSIFICATION
+from asemble_jax.grids.runner import read_grid_record
+from asemble_jax.grids.tables import Predictions, TableError, read_predictions
 from asemble_jax.workdir import GridWorkdir
 
 ROLE = "test"

@@ -24,8 +24,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from asemble_jax.ablation import cell as cell_lib
-from asemble_jax.ablation.grid import CLASSIFICATION, Grid, TableSpec
+from asemble_jax.grids import cell as cell_lib
+from asemble_jax.grids.grid import CLASSIFICATION, Grid, TableSpec
 from asemble_jax.workdir import GridWorkdir
 from asemble_jax.errors import InputError, UserError
 from asemble_jax.evaluation.bootstrap import (PairedDifference, check_level, patient_resample_counts,
@@ -60,7 +60,7 @@ class Predictions:
 
 
 def read_predictions(path: str, threshold: float) -> Predictions:
-    """evaluation.report's _predictions.csv (example, patient_id, label, probability)."""
+    """evaluation.evaluate's _predictions.csv (example, patient_id, label, probability)."""
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -212,7 +212,7 @@ def collect(workdir: str, grid: Grid, *, threshold: str = "0.5", n_resamples: in
         arm, replicate = cell.factors[spec.arm], cell.factors[spec.replicate]
         for evaluation in cell.evaluations:
             if evaluation.kind != CLASSIFICATION:
-                continue  # localisation has a section of its own (ablation/report.py)
+                continue  # localisation has a section of its own (grids/publish.py)
             key = (group, evaluation.role)
             expected[(key, arm, replicate)] = expected.get((key, arm, replicate), 0) + 1
             where = f"{evaluation.dataset}:{evaluation.split}"

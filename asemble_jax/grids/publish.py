@@ -11,10 +11,10 @@ import statistics
 from typing import Any
 
 from asemble_jax import atomic_io
-from asemble_jax.ablation import cell as cell_lib, figures, tables
-from asemble_jax.ablation.cell import DONE, FAILED
-from asemble_jax.ablation.grid import LOCALIZATION, Grid
-from asemble_jax.ablation.runner import read_grid_record
+from asemble_jax.grids import cell as cell_lib, figures, tables
+from asemble_jax.grids.cell import DONE, FAILED
+from asemble_jax.grids.grid import LOCALIZATION, Grid
+from asemble_jax.grids.runner import read_grid_record
 from asemble_jax.evaluation import localization_report
 from asemble_jax.provenance import git_commit, now, package_versions
 from asemble_jax.workdir import GridWorkdir

@@ -4,7 +4,7 @@ cell's test sets, measure the model's size and cost, and write the cell's record
 The record is the only thing the tables read, so tables can be made from whatever has finished while a grid is
 still running. A cell runs inside the runner's process or as its own subprocess:
 
-    python -m asemble_jax.ablation.cell --cell_dir=DIR --claim=DIR/claim.0 --grid=NAME --cell='{...}'
+    python -m asemble_jax.grids.cell --cell_dir=DIR --claim=DIR/claim.0 --grid=NAME --cell='{...}'
 
 (the runner starts it so; the exit status says how it ended: see EXIT_*).
 """
@@ -24,12 +24,12 @@ import ml_collections
 from flax import nnx
 
 from asemble_jax import atomic_io
-from asemble_jax.ablation.claims import DEFAULT_HEARTBEAT_S, Claim
-from asemble_jax.ablation.grid import LOCALIZATION, Cell, Evaluation
+from asemble_jax.grids.claims import DEFAULT_HEARTBEAT_S, Claim
+from asemble_jax.grids.grid import LOCALIZATION, Cell, Evaluation
 from asemble_jax.data.pipeline import open_source
 from asemble_jax.evaluation import localization_report
 from asemble_jax.provenance import now, provenance
-from asemble_jax.evaluation.report import evaluate_workdir
+from asemble_jax.evaluation.evaluate import evaluate_workdir
 from asemble_jax.models.registry import count_parameters, forward_gflops
 from asemble_jax.metrics_log import MetricsLog
 from asemble_jax.train.trainer import train_and_evaluate

@@ -8,8 +8,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from asemble_jax import atomic_io
-from asemble_jax.ablation.grid import TableSpec
-from asemble_jax.ablation.tables import METRIC_LABELS, Table
+from asemble_jax.grids.grid import TableSpec
+from asemble_jax.grids.tables import METRIC_LABELS, Table
 from asemble_jax.evaluation.figures import RocCurve, plot_roc as roc_figure
 
 

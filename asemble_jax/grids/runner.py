@@ -28,9 +28,9 @@ import time
 from typing import Any, Callable, Mapping
 
 from asemble_jax import atomic_io
-from asemble_jax.ablation import cell as cell_lib
-from asemble_jax.ablation import claims
-from asemble_jax.ablation.grid import Cell, Grid, GridError
+from asemble_jax.grids import cell as cell_lib
+from asemble_jax.grids import claims
+from asemble_jax.grids.grid import Cell, Grid, GridError
 from asemble_jax.errors import UserError
 from asemble_jax.workdir import GridWorkdir, Workdir
 
@@ -199,7 +199,7 @@ def _tail(path: str, lines: int = 5) -> str:
 def _run_subprocess(cell: Cell, directory: str, claim: claims.Claim, grid: Grid, stop: _StopFlag,
                     heartbeat: float) -> str:
     """Runs the cell in a child process, which adopts the claim; returns done / failed / interrupted / lost."""
-    command = [sys.executable, "-m", "asemble_jax.ablation.cell", f"--cell={json.dumps(cell.to_json())}",
+    command = [sys.executable, "-m", "asemble_jax.grids.cell", f"--cell={json.dumps(cell.to_json())}",
                f"--cell_dir={directory}", f"--claim={claim.path}", f"--grid={grid.name}", f"--heartbeat={heartbeat}"]
     start = time.perf_counter()
     log_path = Workdir(directory).cell_log
