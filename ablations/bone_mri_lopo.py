@@ -7,7 +7,10 @@ against the expert masks. One arm (the full model), the held-out predictions of 
     python scripts/make_tables.py --workdir=workdirs/bone_mri_lopo --out=results/bone_mri
     python scripts/check_lopo_prior.py --workdir=workdirs/bone_mri_lopo --out=results/bone_mri/lopo_prior_check.md
 
-Expected (x86_64, 2 CPU cores shared with other jobs, JAX 0.10.2 on CPU, seed 0; results/bone_mri/): EXPECTED.
+Expected (x86_64, 2 CPU cores shared with other jobs, JAX 0.10.2 on CPU, seed 0; results/bone_mri/): pooled
+held-out AUC 0.725 over 123 slices of 5 patients, accuracy 0.569 at threshold 0.5; Grad-CAM of the fused map
+finds the expert mask less often than the same architecture with random weights (pointing game 0.107 vs 0.290).
+5 cells, 21 min of cell time (4.5 min median per cell).
 
 Per fold: train on the other labelled patients; the held-out patient is classified (every labelled slice) and,
 on every slice whose expert mask (>= 2 of 4 readings) is not empty, Grad-CAM of the inflammation class is scored
