@@ -1,111 +1,34 @@
-"""Throughput of the training input path at 256x256, in images per second on one CPU core.
+"""Throughput of the training input path at 256x256, in images per second on one CPU core: augment alone,
+decode+augment, and the whole grain pipeline (asemble_jax/data/pipeline_benchmark.py says how).
 
     python scripts/benchmark_pipeline.py                      # stand-in MRI-like images, under a minute
     python scripts/benchmark_pipeline.py --dataset synthetic_sij/coronal --data_dir data/tfds
-
-Three measurements, each on one core (OpenCV's own threads off, grain's reading threads off), in images per
-second of CPU time (what one dedicated core delivers) and of wall time (lower on a busy shared machine):
-- augment: `augment` on decoded uint8 images with their lesion masks (the issue's target: >= 1,000 images/s);
-- decode+augment: PNG decoding of image and mask, then augment: one training example's whole CPU cost;
-- pipeline: `train_iterator` batches of 32, i.e. decode+augment plus grain's shuffling, mixing and batching.
-A pipeline with N worker processes scales these by at most N cores. Each number is the best of --repeats runs.
 """
-from __future__ import annotations
-
 import argparse
 import json
-import time
+import sys
 
-import cv2
-import numpy as np
-
-from asemble_jax.data.augment import AugmentConfig, augment
-from asemble_jax.data.examples import IMAGE_SIZE, decode_png, encode_png
-from asemble_jax.data.pipeline import open_source, train_iterator
-
-BATCH_SIZE = 32
+from asemble_jax.data import pipeline_benchmark
+from asemble_jax.data.pipeline import open_source
+from asemble_jax.errors import run_main
 
 
-def stand_in_records(count: int, seed: int = 0) -> list[dict]:
-    """Smooth body-like blobs with Rician-like noise: PNG decoding cost depends on noise, so plain shapes would
-    flatter the decode+augment number."""
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[:IMAGE_SIZE, :IMAGE_SIZE]
-    records = []
-    for index in range(count):
-        body = np.zeros((IMAGE_SIZE, IMAGE_SIZE))
-        for _ in range(6):
-            y, x = rng.uniform(40, IMAGE_SIZE - 40, 2)
-            radius = rng.uniform(15, 60)
-            body += rng.uniform(60, 160) * np.exp(-((rows - y) ** 2 + (cols - x) ** 2) / (2 * radius**2))
-        noisy = np.hypot(body + rng.normal(0, 8, body.shape), rng.normal(0, 8, body.shape))
-        image = np.clip(noisy, 0, 255).astype(np.uint8)
-        mask = (body > np.percentile(body, 97)).astype(np.uint8)
-        records.append({"image": encode_png(image), "mask": encode_png(mask, "mask"), "label": index % 2,
-                        "patient_id": f"stand-in-{index}".encode()})
-    return records
-
-
-def best_rates(run, images: int, repeats: int) -> dict[str, int]:
-    """Images per second of wall time and per second of this process's CPU time, best of `repeats` runs.
-
-    The runs are single-threaded, so CPU time is the time of one core: on a shared machine it excludes the time
-    that other processes held the core, which wall time counts.
-    """
-    best_wall = best_cpu = float("inf")
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        run()
-        best_wall = min(best_wall, time.perf_counter() - wall)
-        best_cpu = min(best_cpu, time.process_time() - cpu)
-    return {"per_cpu_second": round(images / best_cpu), "per_wall_second": round(images / best_wall)}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", help="prepared TFDS dataset to read instead of stand-in images, e.g. "
                                           "synthetic_sij/coronal")
     parser.add_argument("--split", default="train")
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--images", type=int, default=1024, help="images per timed run")
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-
-    cv2.setNumThreads(1)
-    # A stand-in source as long as a real one: grain's index shuffle costs far more per element on tiny sources
-    # (about 250 us at 64 records, 30 us at 1,000), which would misstate the pipeline's overhead.
-    records = open_source(args.dataset, args.split, args.data_dir) if args.dataset else stand_in_records(128) * 8
-    count = min(args.images, len(records))
-    picked = [records[i % len(records)] for i in range(args.images)]
-    has_mask = "mask" in picked[0]
-    decoded = [(decode_png(r["image"]), decode_png(r["mask"]) if has_mask else None) for r in picked[:count]]
-    config = AugmentConfig()
-
-    def augment_only():
-        for i in range(args.images):
-            image, mask = decoded[i % count]
-            augment(image, config, np.random.default_rng(i), mask=mask)
-
-    def decode_and_augment():
-        for i, record in enumerate(picked):
-            mask = decode_png(record["mask"]) if has_mask else None
-            augment(decode_png(record["image"]), config, np.random.default_rng(i), mask=mask)
-
-    def pipeline():
-        iterator = train_iterator([(records, 1.0)], global_batch_size=BATCH_SIZE, seed=0, read_threads=0)
-        for _ in range(args.images // BATCH_SIZE):
-            next(iterator)
-
-    results = {
-        "source": args.dataset or "stand-in",
-        "image_size": IMAGE_SIZE,
-        "with_mask": has_mask,
-        "augment": best_rates(augment_only, args.images, args.repeats),
-        "decode_augment": best_rates(decode_and_augment, args.images, args.repeats),
-        "pipeline": best_rates(pipeline, args.images // BATCH_SIZE * BATCH_SIZE, args.repeats),
-    }
+    args = parser.parse_args(argv)
+    records = (open_source(args.dataset, args.split, args.data_dir) if args.dataset
+               else pipeline_benchmark.long_stand_in_source())
+    results = pipeline_benchmark.pipeline_throughput(records, images=args.images, repeats=args.repeats,
+                                                     source=args.dataset or "stand-in")
     print(json.dumps(results, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -1,32 +1,31 @@
 """scripts/check_leakage.py on built dummy datasets: silent on clean data, loud on a case planted in two sources,
-and its finding rules on hand-made entries."""
+and the finding rules of asemble_jax/data/leakage.py on hand-made entries."""
 import importlib.util
 import json
 import pathlib
 import shutil
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
+from asemble_jax.data import leakage
 from asemble_jax.data.builders import build
+from asemble_jax.errors import run_main
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ASAS_DUMMY = REPO / "datasets" / "asas" / "dummy_data"
 RADIOPAEDIA_DUMMY = REPO / "datasets" / "radiopaedia" / "dummy_data"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("check_leakage", REPO / "scripts" / "check_leakage.py")
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up in sys.modules while the class is being created.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+spec = importlib.util.spec_from_file_location("check_leakage", REPO / "scripts" / "check_leakage.py")
+check_leakage = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(check_leakage)
 
 
-check_leakage = load_script()
+def check(argv):
+    """The script's exit status, as its command line would return it."""
+    return run_main(check_leakage.main, argv)
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +40,13 @@ def test_clean_sources_pass(asas_data_dir, tmp_path):
     shutil.copytree(asas_data_dir, data_dir)
     build("radiopaedia/axial", data_dir=data_dir, manual_dir=RADIOPAEDIA_DUMMY)
     report_path = tmp_path / "report.json"
-    status = check_leakage.main(["--data_dir", str(data_dir), "--datasets", "asas/axial", "radiopaedia/axial",
-                                 "--json", str(report_path)])
+    status = check(["--data_dir", str(data_dir), "--datasets", "asas/axial", "radiopaedia/axial",
+            "--json", str(report_path)])
     report = json.loads(report_path.read_text())
     assert status == 0 and report["findings"] == []
     assert sum(report["examples"]["radiopaedia/axial"].values()) > 0
-    check_leakage.main(["--data_dir", str(data_dir), "--datasets", "asas/axial", "radiopaedia/axial",
-                        "--splits", "train", "--json", str(report_path)])
+    check(["--data_dir", str(data_dir), "--datasets", "asas/axial", "radiopaedia/axial",
+           "--splits", "train", "--json", str(report_path)])
     assert json.loads(report_path.read_text())["examples"] == {
         "radiopaedia/axial": {"train": report["examples"]["radiopaedia/axial"]["train"]}}
 
@@ -68,7 +67,7 @@ def test_case_planted_in_two_sources_is_found(asas_data_dir, tmp_path):
     report_path, markdown_path = tmp_path / "report.json", tmp_path / "report.md"
     argv = ["--data_dir", str(data_dir), "--datasets", "asas/axial", "radiopaedia/axial",
             "--json", str(report_path), "--markdown", str(markdown_path)]
-    assert check_leakage.main(argv) == 1
+    assert check(argv) == 1
     findings = json.loads(report_path.read_text())["findings"]
     assert len(findings) == 1
     (finding,) = findings
@@ -76,11 +75,11 @@ def test_case_planted_in_two_sources_is_found(asas_data_dir, tmp_path):
     assert {(finding[s]["dataset"], finding[s]["patient_id"]) for s in ("a", "b")} == {
         ("asas/axial", "102"), ("radiopaedia/axial", "90003")}
     assert "near-duplicate across datasets" in markdown_path.read_text()
-    assert check_leakage.main(argv + ["--warn_only"]) == 0
+    assert check(argv + ["--warn_only"]) == 0
 
 
 def test_finding_rules():
-    Entry = check_leakage.Entry
+    Entry = leakage.Entry
     far = 0xFF << 40  # 8 bits from 0
     entries = [
         Entry("a/x", "train", 0, "p1", 0),
@@ -92,17 +91,18 @@ def test_finding_rules():
         Entry("a/x", "val", 2, "p3", 0xF << 20),       # far from all, but patient p3 is also in train
     ]
     pairs = {(f["kind"], f["a"]["dataset"], f["a"]["index"], f["b"]["dataset"], f["b"]["index"])
-             for f in check_leakage.near_duplicate_findings(entries, threshold=2)}
+             for f in leakage.near_duplicate_findings(entries, threshold=2)}
     assert pairs == {
         ("near-duplicate across splits", "a/x", 0, "a/x", 0),
         ("near-duplicate across splits", "a/x", 0, "a/x", 1),  # test #0 vs train #1
         ("near-duplicate across datasets", "b/x", 0, "c/x", 0),
         ("near-duplicate across datasets", "b/x", 1, "c/x", 0),
     }
-    patients = check_leakage.shared_patient_findings(entries)
+    patients = leakage.shared_patient_findings(entries)
     assert [(f["dataset"], f["patient_id"], f["splits"]) for f in patients] == [("a/x", "p3", ["train", "val"])]
 
 
 def test_dataset_not_built_is_exit_status_2(tmp_path, capsys):
-    assert check_leakage.main(["--data_dir", str(tmp_path), "--datasets", "asas/axial"]) == 2
-    assert "not built" in capsys.readouterr().err
+    assert check(["--data_dir", str(tmp_path), "--datasets", "asas/axial"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "not built" in error and len(error.splitlines()) == 1
