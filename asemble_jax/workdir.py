@@ -6,8 +6,8 @@
       checkpoints/STEP/         the latest Orbax checkpoints: training state and data-iterator position
       checkpoints/best/STEP/    the best step by validation AUC, kept apart so that max_to_keep never deletes it
       eval/                     evaluation reports: DATASET_SPLIT.{json,md,_predictions.csv,...}
-      cell.json, cell.log, error.log   a grid cell's record, output and traceback (asemble_jax/grids/cell.py;
-                                claim.N files are the claims module's own)
+      cell.json, cell.log, error.log   a grid cell's record, output and traceback (asemble_jax/grids/cell.py)
+      claim.N                   the claim of the grid worker running the cell (asemble_jax/grids/claims.py)
 
     GRID_WORKDIR/
       grid.json                 the expanded grid
@@ -76,6 +76,10 @@ class Workdir:
     @property
     def error_log(self) -> str:
         return self.path("error.log")
+
+    def claim(self, generation: int) -> str:
+        """A grid worker's claim on this cell (asemble_jax/grids/claims.py)."""
+        return self.path(f"claim.{generation}")
 
     def eval_stem(self, dataset: str, split: str, out_dir: str | None = None) -> str:
         """Where the evaluation of dataset/split is written, without its suffixes (under eval/ unless out_dir)."""

@@ -23,6 +23,8 @@ import threading
 import time
 from typing import Callable
 
+from asemble_jax.workdir import Workdir
+
 _CLAIM = re.compile(r"claim\.(\d+)")
 DEFAULT_STALE_AFTER_S = 600.0
 DEFAULT_HEARTBEAT_S = 30.0
@@ -54,7 +56,7 @@ def _generations(directory: str) -> list[int]:
 
 
 def _path(directory: str, generation: int) -> str:
-    return os.path.join(directory, f"claim.{generation}")
+    return Workdir(directory).claim(generation)
 
 
 def _owner(path: str) -> str | None:
