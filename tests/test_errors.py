@@ -1,0 +1,51 @@
+"""One base for user-facing errors and one entry-point wrapper, used by every script."""
+import pathlib
+
+import pytest
+
+from asemble_jax import errors
+from asemble_jax.grids.grid import GridError
+from asemble_jax.grids.runner import RunnerError
+from asemble_jax.grids.tables import TableError
+from asemble_jax.config import ConfigError
+from asemble_jax.train.trainer import TrainingError
+from asemble_jax.workdir import WorkdirError
+
+SCRIPTS = pathlib.Path(__file__).resolve().parent.parent / "scripts"
+
+
+@pytest.mark.parametrize("kind", [TrainingError, WorkdirError, GridError, TableError, RunnerError, ConfigError,
+                                  errors.InputError])
+def test_every_user_facing_error_is_a_user_error(kind):
+    assert issubclass(kind, errors.UserError)
+
+
+def test_run_main_prints_one_line_and_exits_2_for_a_user_error(capsys):
+    def failing(argv):
+        raise errors.InputError("scan.dcm", "not a DICOM file")
+
+    assert errors.run_main(failing, []) == 2
+    assert capsys.readouterr().err == "error: scan.dcm: not a DICOM file\n"
+    assert errors.run_main(lambda argv: 3, []) == 3 and errors.run_main(lambda argv: None, []) == 0
+
+
+def test_run_main_lets_a_bug_keep_its_traceback():
+    def buggy(argv):
+        raise KeyError("a bug, not a user's mistake")
+
+    with pytest.raises(KeyError):
+        errors.run_main(buggy, [])
+
+
+def test_every_entry_point_runs_under_run_main_and_prints_no_error_itself():
+    scripts = sorted(SCRIPTS.glob("*.py"))
+    assert scripts
+    for script in scripts:
+        text = script.read_text()
+        assert "sys.exit(run_main(main))" in text, script.name
+        assert 'print(f"error:' not in text, script.name
+        assert not [flag for flag in _flags(text) if "-" in flag[2:]], script.name  # --batch_size, not --batch-size
+
+
+def _flags(text: str) -> list[str]:
+    return [part.split('"')[1] for part in text.split('add_argument(')[1:] if part.startswith('"--')]
