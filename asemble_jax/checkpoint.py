@@ -34,7 +34,19 @@ class Checkpoints:
         self._latest.save(step, args=self._save_args(state, data_state), force=True)
 
     def save_best(self, step: int, state: Any, data_state: dict) -> None:
+        """Keeps `state` as the best step. A complete best/STEP already there is this run's own (a resumed run
+        reaches the same step with the same state) and is kept: Orbax refuses to save a step twice."""
+        if step in self._best.all_steps():
+            log.info("best checkpoint step %d is already in %s; kept", step, self._best.directory)
+            return
         self._best.save(step, args=self._save_args(state, data_state), force=True)
+
+    def best_record(self) -> tuple[int, dict] | None:
+        """(step, data state) of the newest readable best checkpoint, reading its JSON part only."""
+        def restore(step):
+            return step, self._best.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data
+
+        return _newest_readable(self._best, restore)
 
     def wait(self) -> None:
         self._latest.wait_until_finished()

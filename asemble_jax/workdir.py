@@ -6,6 +6,7 @@
       checkpoints/STEP/         the latest Orbax checkpoints: training state and data-iterator position
       checkpoints/best/STEP/    the best step by validation AUC, kept apart so that max_to_keep never deletes it
       eval/                     evaluation reports: DATASET_SPLIT.{json,md,_predictions.csv,...}
+      train.log                 the traceback of an error that stopped scripts/train.py (the user sees one line)
       cell.json, cell.log, error.log   a grid cell's record, output and traceback (asemble_jax/grids/cell.py)
       claim.N                   the claim of the grid worker running the cell (asemble_jax/grids/claims.py)
 
@@ -64,6 +65,10 @@ class Workdir:
     @property
     def checkpoints(self) -> str:
         return self.path("checkpoints")
+
+    @property
+    def train_log(self) -> str:
+        return self.path("train.log")
 
     @property
     def cell_record(self) -> str:

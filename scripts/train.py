@@ -12,7 +12,7 @@ import sys
 
 from asemble_jax.config import apply_overrides, config_flags, load_config
 from asemble_jax.errors import run_main
-from asemble_jax.train.trainer import train_and_evaluate
+from asemble_jax.train.trainer import train_logging_failures
 
 
 def main(argv=None) -> int:
@@ -28,9 +28,13 @@ def main(argv=None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)
     logging.getLogger("asemble_jax").setLevel(logging.INFO)
     config = apply_overrides(load_config(args.config), overrides)
-    metrics = train_and_evaluate(config, args.workdir, allow_config_change=args.allow_config_change)
-    if metrics:
-        print(f"validation: AUC {metrics['auc']:.4f}  accuracy {metrics['accuracy']:.4f}  (n={metrics['n']})")
+    result = train_logging_failures(config, args.workdir, allow_config_change=args.allow_config_change)
+    state = "already finished" if result["already_finished"] else "finished"
+    if result["step"] < config.total_steps:
+        state = "preempted: rerun the command to resume"
+    figures = (f"validation ({config.data.val_split}): AUC {result['auc']:.4f}  accuracy {result['accuracy']:.4f}  "
+               f"(n={result['n']})" if "auc" in result else "no validation yet")
+    print(f"{args.workdir}: {state} at step {result['step']} of {config.total_steps}; {figures}")
     return 0
 
 

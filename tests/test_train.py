@@ -270,3 +270,64 @@ def test_config_guard_accepts_fields_added_since_the_run_started_and_nothing_els
 def test_global_batch_not_divisible_by_the_devices_is_a_one_line_error(toy_data_dir):
     with pytest.raises(trainer.TrainingError, match="not divisible by the 8 devices"):
         trainer.training_program(_config(toy_data_dir, global_batch_size=12))
+
+
+def _copy_without_latest(uninterrupted, tmp_path, keep_best: bool) -> str:
+    """The uninterrupted workdir as a kill leaves it: every latest checkpoint gone (killed while the first was
+    written, or after best/S was complete but before S was), best/ kept or gone."""
+    import shutil
+
+    workdir = str(tmp_path / "killed")
+    shutil.copytree(uninterrupted, workdir)
+    checkpoints = os.path.join(workdir, "checkpoints")
+    for name in os.listdir(checkpoints):
+        if name != "best" or not keep_best:
+            shutil.rmtree(os.path.join(checkpoints, name))
+    return workdir
+
+
+def test_a_kill_between_best_and_latest_checkpoint_still_resumes(toy_data_dir, uninterrupted, tmp_path):
+    """Issue 18, 1: best/S complete, latest S not: the rerun reaches S again and must neither re-save best/S
+    (Orbax: StepAlreadyExistsError, for ever) nor count the same AUC as an improvement."""
+    workdir = _copy_without_latest(uninterrupted, tmp_path, keep_best=True)
+    best_steps = sorted(os.listdir(os.path.join(workdir, "checkpoints", "best")))
+    result = trainer.train_and_evaluate(_config(toy_data_dir), workdir, progress=False)
+    assert result["step"] == 8 and not result["already_finished"]
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "best"))) == best_steps
+    (step, resumed), (_, expected) = _final_params(workdir), _final_params(uninterrupted)
+    assert step == 8
+    for a, b in zip(resumed, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_fresh_start_after_a_kill_does_not_duplicate_metrics(toy_data_dir, uninterrupted, tmp_path):
+    """Issue 18, 2: no readable checkpoint, but metrics.jsonl has records: the fresh start drops them."""
+    workdir = _copy_without_latest(uninterrupted, tmp_path, keep_best=False)
+    trainer.train_and_evaluate(_config(toy_data_dir), workdir, progress=False)
+
+    def steps(path):
+        with open(os.path.join(path, "metrics.jsonl")) as f:
+            return [(r["step"], r["split"]) for r in map(json.loads, f)]
+
+    assert steps(workdir) == steps(uninterrupted)
+
+
+def test_rerunning_a_finished_workdir_reports_its_result(toy_data_dir, uninterrupted):
+    """Issue 18, 3: nothing to train; the step and the last validation figures come back."""
+    result = trainer.train_and_evaluate(_config(toy_data_dir), uninterrupted, progress=False)
+    with open(os.path.join(uninterrupted, "metrics.jsonl")) as f:
+        last = [r for r in map(json.loads, f) if r["split"] == "val"][-1]
+    assert result["already_finished"] and result["step"] == 8
+    assert result["auc"] == last["val_auc"] and result["n"] == 32
+
+
+def test_an_error_that_is_not_the_users_is_one_line_with_its_traceback_in_the_workdir(toy_data_dir, tmp_path):
+    """Issue 18, 4: an Orbax (or any other) exception reaching scripts/train.py is one line naming the workdir."""
+    workdir = tmp_path / "broken"
+    workdir.mkdir()
+    (workdir / "checkpoints").write_text("a file where the checkpoint folder belongs")
+    with pytest.raises(trainer.TrainingError) as raised:
+        trainer.train_logging_failures(_config(toy_data_dir), str(workdir), progress=False)
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(f"{workdir}: training stopped by ")
+    assert "train.log" in message and "Traceback" in (workdir / "train.log").read_text()

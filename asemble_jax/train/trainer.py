@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+import traceback
 from typing import Any, NamedTuple
 
 import jax
@@ -128,7 +129,8 @@ def training_program(config: ml_collections.ConfigDict) -> TrainingProgram:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False,
                        progress: bool = True) -> dict[str, Any]:
-    """Trains (or resumes) the run in `workdir`; returns the final validation metrics."""
+    """Trains (or resumes) the run in `workdir`; returns the step it stopped at, whether it had finished before,
+    and the last validation metrics (none when it stopped, preempted, before its next evaluation)."""
     parallel.initialize_distributed()
     enable_compilation_cache(config.compilation_cache_dir)
     paths = Workdir(workdir)
@@ -149,18 +151,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
         process_index=jax.process_index(), process_count=jax.process_count(), worker_count=data.worker_count)
 
     checkpoints = checkpoint.Checkpoints(paths.checkpoints, max_to_keep=config.max_to_keep)
-    best_auc = -np.inf
     restored = checkpoints.restore_latest(checkpoint.abstract_like(state))
     if restored is None and config.get("init_from"):
         state = initialised_from(state, config)
     if restored is not None:
         start_step, state, saved_data_state = restored
         train_iter.set_state(saved_data_state["iterator"])
-        best_auc = saved_data_state.get("best_auc", best_auc)
-        metrics_log.truncate_after(start_step)
         log.info("resumed %s at step %d", workdir, start_step)
+    # The best AUC so far is that of best/, which can be newer than the latest checkpoint (a kill after best/S
+    # was written, before S was): reaching S again must not count as an improvement on an older best.
+    best = checkpoints.best_record()
+    best_auc = max(-np.inf if restored is None else restored[2].get("best_auc", -np.inf),
+                   -np.inf if best is None else best[1].get("best_auc", -np.inf))
     start_step = int(state.step)
+    # Records after the restored step (all of them on a fresh start) were written by a run that is being redone.
+    metrics_log.truncate_after(start_step)
     state = dp.put_state(state)
+    if start_step >= config.total_steps:
+        checkpoints.close()
+        return finished_metrics(metrics_log, workdir, start_step)
 
     def evaluate(weights, step: int) -> dict[str, Any]:
         probs, labels, _ = predict_split(dp, predict_fn, weights, val_source,
@@ -223,7 +232,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
     bar.close()
     checkpoints.wait()
     checkpoints.close()
-    return val_metrics
+    return {"step": step, "already_finished": False, **val_metrics}
+
+
+def finished_metrics(metrics_log: MetricsLog, workdir: str, step: int) -> dict[str, Any]:
+    """The last validation figures of a run that has nothing left to train, as train_and_evaluate returns them."""
+    validation = [r for r in metrics_log.read() if r.get("split") != "train" and r.get("step", 0) <= step]
+    log.info("%s finished training at step %d already", workdir, step)
+    last = validation[-1] if validation else {}
+    return {"step": step, "already_finished": True,
+            **{key[len("val_"):]: value for key, value in last.items() if key.startswith("val_")}}
+
+
+def train_logging_failures(config: ml_collections.ConfigDict, workdir: str, **kwargs) -> dict[str, Any]:
+    """train_and_evaluate for a command line: an error that is not already one line for the user (Orbax's, a
+    full disk, a bug) goes with its traceback to WORKDIR/train.log and reaches the user as one line naming the
+    workdir and the cause."""
+    try:
+        return train_and_evaluate(config, workdir, **kwargs)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - turned into the user's one line, traceback kept in the log
+        log_path = Workdir(workdir).train_log
+        try:
+            os.makedirs(workdir, exist_ok=True)
+            with open(log_path, "a") as f:
+                f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n{traceback.format_exc()}\n")
+            where = f"traceback in {log_path}"
+        except OSError:
+            where = "the traceback could not be written to the workdir"
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise TrainingError(f"{workdir}: training stopped by {type(error).__name__}: {first} ({where})") from None
 
 
 def _data_state(train_iter, best_auc: float) -> dict[str, Any]:
