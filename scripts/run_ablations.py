@@ -10,7 +10,9 @@ interrupted cell resumes from its last checkpoint; a failed cell is recorded wit
 it again). Each cell runs in a subprocess (isolation; programs shared through the persistent compilation cache)
 unless --in_process. --config.FIELD=VALUE overrides a config field of every cell and is part of the grid: rerun
 with the same overrides, or use another workdir. SIGTERM or Ctrl-C: the running cell saves a checkpoint, the
-worker stops. Tables: scripts/make_tables.py --workdir=DIR.
+worker stops. Exit status: 0 every selected cell done, 1 some failed, 3 stopped by a signal, 4 cells left that
+another worker is running (or whose worker died on another machine), listed by name. Tables:
+scripts/make_tables.py --workdir=DIR.
 """
 import argparse
 import sys
@@ -46,7 +48,9 @@ def main(argv=None) -> int:
                               command=runner.command_line(grid, args.workdir, overrides))
     if summary.interrupted:
         return 3
-    return 1 if summary.failed else 0
+    if summary.failed:
+        return 1
+    return 4 if summary.not_done else 0
 
 
 if __name__ == "__main__":

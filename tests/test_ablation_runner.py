@@ -164,7 +164,8 @@ def test_finished_and_live_cells_are_skipped_and_dead_ones_resumed(tmp_path, fak
     assert set(summary.skipped) == {done.name, failed.name, running.name}
     assert live.check()  # the other worker's claim is untouched
     assert not any(name.startswith("claim.") for name in os.listdir(runner.cell_dir(workdir, stale)))
-    assert "ETA" in messages[-1]
+    assert "ETA" in messages[-2]
+    assert summary.not_done == [running.name] and running.name in messages[-1]  # held elsewhere: not done yet
 
     ran.clear()
     live.release()

@@ -14,8 +14,10 @@ import argparse
 import json
 import logging
 import os
+import signal
 import statistics
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -173,6 +175,23 @@ def exit_lost() -> None:
     os._exit(EXIT_LOST)  # at once: a checkpoint written now would land in the new owner's workdir
 
 
+def stop_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """SIGTERM to this process when `parent_pid` (its runner) is gone, so that a kill -9 of the runner leaves no
+    orphan cell: the trainer checkpoints on SIGTERM and the cell exits. Linux delivers it at once
+    (PR_SET_PDEATHSIG); a watcher thread covers other systems and a runner that died before this was set."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop with the runner", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", required=True, help="the cell as JSON (grid.Cell.to_json)")
@@ -180,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--claim", required=True, help="the claim file the runner took for this cell")
     parser.add_argument("--grid", required=True, help="the grid's name")
     parser.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT_S)
+    parser.add_argument("--parent_pid", type=int, help="the runner: when it dies, this cell stops as if preempted")
     args = parser.parse_args(argv)
+    if args.parent_pid:
+        stop_with_parent(args.parent_pid)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("asemble_jax").setLevel(logging.INFO)
 

@@ -11,6 +11,9 @@ that a higher generation exists and knows that it lost the cell.
 
 Staleness compares the claim's modification time (set by the filesystem) with this machine's clock, so on a
 shared filesystem `stale_after` must exceed the clock skew between machines as well as the heartbeat interval.
+A claim also names the processes holding it (the runner, and the cell subprocess that adopts it): when they ran
+on this machine and none of them is alive any more, the claim is stale at once, so a runner restarted right
+after a crash resumes the cell instead of waiting `stale_after` for it.
 """
 from __future__ import annotations
 
@@ -59,12 +62,28 @@ def _path(directory: str, generation: int) -> str:
     return Workdir(directory).claim(generation)
 
 
-def _owner(path: str) -> str | None:
+def _payload(path: str) -> dict:
     try:
         with open(path) as f:
-            return json.load(f).get("owner")
+            return json.load(f)
     except (OSError, ValueError):  # being written, or removed meanwhile
-        return None
+        return {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _holders_gone(payload: dict) -> bool:
+    """True when the claim's holders ran on this machine and none of them is alive."""
+    pids = payload.get("pids") or []
+    return payload.get("host") == socket.gethostname() and bool(pids) and not any(_alive(int(p)) for p in pids)
 
 
 def inspect(directory: str, *, stale_after: float = DEFAULT_STALE_AFTER_S,
@@ -78,7 +97,8 @@ def inspect(directory: str, *, stale_after: float = DEFAULT_STALE_AFTER_S,
             age = clock() - os.stat(path).st_mtime
         except FileNotFoundError:
             continue
-        return ClaimState(generations[-1], age, _owner(path), age > stale_after)
+        payload = _payload(path)
+        return ClaimState(generations[-1], age, payload.get("owner"), age > stale_after or _holders_gone(payload))
     return ClaimState(None, None, None, False)
 
 
@@ -96,10 +116,20 @@ class Claim:
 
     @classmethod
     def adopt(cls, path: str) -> Claim:
-        """The claim at `path`, held on behalf of this process (a cell subprocess adopting its runner's claim)."""
+        """The claim at `path`, held on behalf of this process (a cell subprocess adopting its runner's claim):
+        this process joins the claim's holders, so that the claim stays live while it runs, even if the runner is
+        gone."""
         match = _CLAIM.fullmatch(os.path.basename(path))
         if not match:
             raise ValueError(f"{path} is not a claim file")
+        payload = _payload(path)
+        if payload:
+            payload["pids"] = sorted(set(payload.get("pids", [])) | {os.getpid()})
+            # Rewritten in place under the same name: the generation, and so the ownership, do not change.
+            temporary = f"{path}.{os.getpid()}.tmp"
+            with open(temporary, "w") as f:
+                json.dump(payload, f)
+            os.replace(temporary, path)
         return cls(os.path.dirname(path), int(match.group(1)))
 
     def check(self) -> bool:
@@ -151,7 +181,8 @@ def try_claim(directory: str, *, stale_after: float = DEFAULT_STALE_AFTER_S, own
     except FileExistsError:
         return None
     with os.fdopen(fd, "w") as f:
-        json.dump({"owner": owner or worker_id(), "claimed": time.time()}, f)
+        json.dump({"owner": owner or worker_id(), "host": socket.gethostname(), "pids": [os.getpid()],
+                   "claimed": time.time()}, f)
     for older in _generations(directory):
         if older < generation:
             try:

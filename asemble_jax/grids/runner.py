@@ -156,6 +156,7 @@ class Summary:
     ran: list[str] = dataclasses.field(default_factory=list)
     failed: list[str] = dataclasses.field(default_factory=list)
     skipped: list[str] = dataclasses.field(default_factory=list)  # finished before, or held by another worker
+    not_done: list[str] = dataclasses.field(default_factory=list)  # selected cells without a record at the end
     interrupted: bool = False
 
 
@@ -200,7 +201,8 @@ def _run_subprocess(cell: Cell, directory: str, claim: claims.Claim, grid: Grid,
                     heartbeat: float) -> str:
     """Runs the cell in a child process, which adopts the claim; returns done / failed / interrupted / lost."""
     command = [sys.executable, "-m", "asemble_jax.grids.cell", f"--cell={json.dumps(cell.to_json())}",
-               f"--cell_dir={directory}", f"--claim={claim.path}", f"--grid={grid.name}", f"--heartbeat={heartbeat}"]
+               f"--cell_dir={directory}", f"--claim={claim.path}", f"--grid={grid.name}", f"--heartbeat={heartbeat}",
+               f"--parent_pid={os.getpid()}"]
     start = time.perf_counter()
     log_path = Workdir(directory).cell_log
     with open(log_path, "a") as log:
@@ -298,6 +300,13 @@ def run_grid(grid: Grid, workdir: str, *, only: str | None = None, in_process: b
             else:
                 progress.finished_here.append(elapsed)
                 report(f"{cell.name}: done in {_duration(elapsed)}")
+    summary.not_done = [cell.name for cell in cells if cell_status(workdir, cell, stale_after=stale_after)
+                        not in (DONE, FAILED)]
     report(f"{progress.line(cells)} this worker ran {len(summary.ran)} cell(s), {len(summary.failed)} failed"
            + (", stopped by a signal" if summary.interrupted else ""))
+    if summary.not_done:
+        shown = ", ".join(summary.not_done[:10]) + (f" and {len(summary.not_done) - 10} more"
+                                                     if len(summary.not_done) > 10 else "")
+        report(f"grid incomplete: {len(summary.not_done)} cell(s) not done ({shown}); running elsewhere or "
+               "interrupted: rerun this command to continue them")
     return summary
