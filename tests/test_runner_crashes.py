@@ -90,7 +90,7 @@ def test_a_cell_dies_with_its_runner_and_its_claim_is_free_at_once(tmp_path):
     build("bone_mri", data_dir=data_dir, manual_dir=ROOT / "datasets" / "bone_mri" / "dummy_data")
     workdir = tmp_path / "grid"
     runner_process = subprocess.Popen(
-        [sys.executable, "scripts/run_ablations.py", "--grid=ablations/bone_mri_lopo.py:folds=3,preset=tiny,steps=500",
+        [sys.executable, "scripts/run_ablations.py", "--grid=ablations/bone_mri_lopo.py:folds=3,preset=tiny,steps=5000",
          f"--workdir={workdir}", "--only=full/seed0/fold0", f"--config.data.data_dir={data_dir}"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     cell_dir = str(workdir / "full" / "seed0" / "fold0")
