@@ -6,6 +6,10 @@
 
 Without --strict an unreadable input file is skipped, logged and listed in the dataset's metadata; with it the
 build stops at the first one.
+
+A dataset already built in data_dir is reused, unless --force, or unless it was built from a manual_dir whose
+files (names, sizes, modification times) have changed since: then it is rebuilt, and the old build stays readable
+until the new one is complete.
 """
 import argparse
 import sys
@@ -21,10 +25,11 @@ def main(argv=None) -> int:
     parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--manual_dir", help="folder the user filled by hand (elazig, asas, radiopaedia, bone_mri)")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable input file")
+    parser.add_argument("--force", action="store_true", help="rebuild even if already built in data_dir")
     args = parser.parse_args(argv)
     kwargs = {"strict": True} if args.strict else {}
     start = time.perf_counter()
-    builder = build(args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir, **kwargs)
+    builder = build(args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir, force=args.force, **kwargs)
     splits = ", ".join(f"{name}={info.num_examples}" for name, info in sorted(builder.info.splits.items()))
     print(f"{builder.info.full_name} in {builder.data_dir} ({time.perf_counter() - start:.1f} s): {splits}")
     return 0

@@ -146,6 +146,104 @@ def test_table_rows_with_problems_are_skipped_with_their_line(tmp_path):
                                 skipped=SkippedFiles(strict=True))
 
 
+def test_a_stray_quote_costs_its_own_line_not_the_rows_after_it(tmp_path):
+    """Issue 18.9: one '"' left open used to swallow every following row into one value."""
+    names = [f"{letter}.png" for letter in "abcdef"]
+    for name in names:
+        write_png(tmp_path / name, smooth_image(1))
+    (tmp_path / "labels.csv").write_text(
+        "file,case_id,plane,label\n"
+        "a.png,1,axial,AS\n"
+        'b.png,2,axial,"AS\n'          # stray quote, never closed
+        "c.png,3,axial,AS\n"
+        "d.png,4,axial,healthy\n"
+        "e.png,5,axial,healthy\n"
+        "f.png,6,axial,AS\n")
+    skipped = SkippedFiles()
+    table = ms.read_table_for_plane(tmp_path, "labels.csv", ("case_id", "label"), "axial", layout="L",
+                                    skipped=skipped)
+    assert [path.name for _, path in table.rows] == ["a.png", "c.png", "d.png", "e.png", "f.png"]
+    assert [row.line for row, _ in table.rows] == [2, 4, 5, 6, 7]
+    (entry,) = skipped.as_metadata()
+    assert entry["path"] == "labels.csv" and entry["problem"].startswith("line 3: ") and "quote" in entry["problem"]
+    assert table.unlisted_images == ["b.png"]
+    with pytest.raises(InputError, match="^labels.csv: line 3: "):
+        ms.read_table_for_plane(tmp_path, "labels.csv", ("case_id", "label"), "axial", layout="L",
+                                skipped=SkippedFiles(strict=True))
+
+
+def test_rows_that_span_lines_or_miscount_their_values_are_reported_by_line(tmp_path):
+    table = tmp_path / "cases.csv"
+    table.write_text(
+        "file,case_id,author\n"
+        "a.png,1,Dr A\n"
+        'b.png,2,"Dr B\nand C"\n'       # a quoted value over two lines: both lines reported, neither guessed
+        "c.png,3\n"                      # a value missing
+        "d.png,4,Smith, John\n"          # an unquoted separator: one value too many
+        'e.png,5,"Dr "E\n'               # text after a closing quote
+        "f.png,6,Dr F,,\n"               # surplus empty values are harmless
+        'g.png,7,"Dr G, PhD"\n'
+        'h.png,8, "Dr ""H"""\n')         # Excel's escaped quote, after a space
+    skipped = SkippedFiles()
+    rows = ms.read_csv_rows(table, ("file", "case_id", "author"), skipped)
+    assert [(r.line, r.values["file"], r.values["author"]) for r in rows] == [
+        (2, "a.png", "Dr A"), (8, "f.png", "Dr F"), (9, "g.png", "Dr G, PhD"), (10, "h.png", 'Dr "H"')]
+    problems = [e["problem"] for e in skipped.entries]
+    assert {e["path"] for e in skipped.entries} == {"cases.csv"}
+    assert [p.split(":")[0] for p in problems] == ["line 3", "line 4", "line 5", "line 6", "line 7"]
+    assert "quote" in problems[0] and "span lines" in problems[0]
+    assert "2 values but the header has 3" in problems[2] and "4 values but the header has 3" in problems[3]
+    assert "',' expected after '\"'" in problems[4]
+    with pytest.raises(InputError, match="^cases.csv: line 3: "):
+        ms.read_csv_rows(table, ("file", "case_id", "author"))
+
+
+def write_patients_table(root: pathlib.Path, rows: str) -> None:
+    for name in ("Axial/AS/a.png", "Axial/AS/b.png", "Axial/AS/c.png", "Axial/AS/d.png", "Axial/AS/e.png"):
+        write_png(root / name, smooth_image(2))
+    (root / ms.PATIENTS_CSV).write_text("file,patient_id\n" + rows)
+
+
+def test_patients_csv_conflicts_empty_ids_and_missing_files_are_reported_and_never_guessed(tmp_path):
+    """Issue 18.8 and 18.11: a file with two patient ids used to take the last one (a patient could then span two
+    splits), a missing file went unnoticed, and an empty id refused the whole build."""
+    write_patients_table(tmp_path, "Axial/AS/a.png,P1\n"
+                                   "Axial/AS/b.png,P2\n"
+                                   "Axial/AS/a.png,P3\n"      # conflicting id
+                                   "Axial/AS/c.png,P4\n"
+                                   "./Axial/AS/c.png,P4\n"    # same file, same id: fine
+                                   "Axial/AS/d.png,\n"        # no id
+                                   "Axial/AS/gone.png,P5\n"   # not in the folder
+                                   "Axial/AS/e.png,P6,extra\n")
+    skipped = SkippedFiles()
+    patients = ms.read_patient_ids(tmp_path, skipped)
+    assert patients.ids == {"Axial/AS/b.png": "P2", "Axial/AS/c.png": "P4"}
+    assert patients.left_out == {"Axial/AS/a.png", "Axial/AS/d.png"}
+    problems = {e["path"]: e["problem"] for e in skipped.as_metadata()}
+    assert problems.keys() == {"Axial/AS/a.png", "Axial/AS/d.png", "Axial/AS/gone.png", ms.PATIENTS_CSV}
+    assert "lines 2 and 4" in problems["Axial/AS/a.png"] and "P1, P3" in problems["Axial/AS/a.png"]
+    assert "left out" in problems["Axial/AS/a.png"]
+    assert "line 7" in problems["Axial/AS/d.png"] and "no patient_id" in problems["Axial/AS/d.png"]
+    assert "line 8" in problems["Axial/AS/gone.png"] and "not found" in problems["Axial/AS/gone.png"]
+    assert problems[ms.PATIENTS_CSV].startswith("line 9: ")
+
+    inventory = ms.scan_class_folders(tmp_path, "axial", classes=ms.class_aliases(), planes=ms.plane_aliases(),
+                                      patient_ids=patients.ids, exclude=patients.left_out)
+    found = {relative(i.path, tmp_path): i.patient_id for i in inventory.images}
+    assert found == {"Axial/AS/b.png": "P2", "Axial/AS/c.png": "P4", "Axial/AS/e.png": None}
+
+
+@pytest.mark.parametrize("rows, problem", [
+    ("Axial/AS/a.png,P1\nAxial/AS/a.png,P2\n", "different patient ids"),
+    ("Axial/AS/a.png,\n", "no patient_id"),
+    ("Axial/AS/gone.png,P1\n", "not found"),
+])
+def test_patients_csv_problems_stop_a_strict_build(tmp_path, rows, problem):
+    write_patients_table(tmp_path, rows)
+    with pytest.raises(InputError, match=problem):
+        ms.read_patient_ids(tmp_path, SkippedFiles(strict=True))
+
+
 def test_missing_table_is_a_layout_error_listing_what_is_there(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "labels.xlsx").write_bytes(b"")

@@ -12,7 +12,6 @@ import abc
 import collections
 import csv
 import dataclasses
-import io
 import logging
 import os
 import pathlib
@@ -163,18 +162,21 @@ def layout_error(root: pathlib.Path, expected: str, found: str) -> InputError:
 
 
 def scan_class_folders(root: pathlib.Path, plane: str, *, classes: NameAliases, planes: NameAliases,
-                       patient_ids: Mapping[str, str] | None = None) -> Inventory:
+                       patient_ids: Mapping[str, str] | None = None, exclude: Iterable[str] = ()) -> Inventory:
     """Images of `plane` under root laid out as <plane>/.../<class>/.../image, in any nesting order.
 
     A file's plane and class are read from the names of the folders above it (below root); a file with no plane or
     class folder, or with two different ones, is ignored and reported. Its patient id comes from `patient_ids`
     (relative path -> id, e.g. from patients.csv), else from a folder named like "patient_012" above it, else it
-    stays unknown.
+    stays unknown. Files in `exclude` (relative paths, already reported elsewhere) are passed over.
     """
     patient_ids = patient_ids or {}
+    exclude = frozenset(exclude)
     inventory = Inventory()
     for path in walk_files(root):
-        rel = relative(path, root)
+        rel = pathlib.PurePath(relative(path, root)).as_posix()
+        if rel in exclude:
+            continue
         folders = pathlib.PurePath(rel).parts[:-1]
         if any(part.startswith(".") for part in pathlib.PurePath(rel).parts):
             inventory.ignore(rel, "hidden file or folder")
@@ -242,14 +244,24 @@ def _column_key(header: str) -> str:
     return COLUMN_ALIASES.get(key, key)
 
 
-def read_csv_rows(path: pathlib.Path, required: Sequence[str]) -> list[CsvRow]:
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def read_csv_rows(path: pathlib.Path, required: Sequence[str], skipped: SkippedFiles | None = None) -> list[CsvRow]:
     """Non-blank rows of a user's CSV table with at least the `required` columns, values stripped (a value may be
-    empty: see `CsvRow.empty`).
+    empty: see `CsvRow.empty`). The one reader of every manual-source table (patients.csv, labels.csv, cases.csv).
 
     Accepts a UTF-8 byte-order mark (Excel), ',', ';' or tab as separator, header case and common synonyms
-    (COLUMN_ALIASES). Raises InputError naming the file for a missing file, non-UTF-8 text, an empty table or
-    missing columns.
+    (COLUMN_ALIASES). Raises InputError naming the file for a missing file, non-UTF-8 text, an empty table, an
+    unreadable header or missing columns.
+
+    Each line is one row: a value may be quoted (to hold a separator) but not span lines, so that one stray '"'
+    costs its own line and never swallows the rows after it. A line whose quoting is broken (a quote left open,
+    text after a closing quote) or whose number of values differs from the header's is reported to `skipped` by
+    its line number (`<table name>: line N: ...`) and left out; surplus empty values at the end of a line are
+    accepted. Without `skipped` the first bad line raises.
     """
+    skipped = skipped if skipped is not None else SkippedFiles(strict=True)
     expected = f"a CSV table with columns {', '.join(required)}"
     if not path.is_file():
         raise InputError(path, f"not found; expected {expected}")
@@ -259,21 +271,49 @@ def read_csv_rows(path: pathlib.Path, required: Sequence[str]) -> list[CsvRow]:
         raise InputError(path, f"not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8 CSV")
     if not text.strip():
         raise InputError(path, f"empty; expected {expected}")
+    lines = _LINE_BREAK.split(text)
     try:
-        dialect = csv.Sniffer().sniff(text.splitlines()[0], delimiters=",;\t")
+        delimiter = csv.Sniffer().sniff(lines[0], delimiters=",;\t").delimiter
     except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(text), dialect)
-    header = [_column_key(h) for h in next(reader)]
+        delimiter = ","
+
+    def parse(line: str) -> list[str]:
+        # Only the separator is guessed (from the header); quoting is Excel's ('""' inside quotes is one '"').
+        # strict: an open quote at the end of the line, or text after a closing quote, is an error, not a guess.
+        return next(csv.reader([line], csv.excel, delimiter=delimiter, skipinitialspace=True, strict=True), [])
+
+    try:
+        header = [_column_key(h) for h in parse(lines[0])]
+    except csv.Error as error:
+        raise InputError(path, f"line 1 (the header): {_quoting_problem(error)}")
     missing = [c for c in required if c not in header]
     if missing:
         raise InputError(path, f"missing column(s) {', '.join(missing)}; found columns {', '.join(header)}; "
                                f"expected {expected}")
     rows = []
-    for cells in reader:
-        if any(cell.strip() for cell in cells):
-            rows.append(CsvRow(line=reader.line_num, values={c: cell.strip() for c, cell in zip(header, cells)}))
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        try:
+            cells = parse(line)
+        except csv.Error as error:
+            skipped.skip(InputError(path.name, f"line {number}: {_quoting_problem(error)}; the line is left out"))
+            continue
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) < len(header) or any(cell.strip() for cell in cells[len(header):]):
+            skipped.skip(InputError(path.name, f"line {number}: {len(cells)} value{'' if len(cells) == 1 else 's'} "
+                                               f"but the header has {len(header)} columns (a missing or extra "
+                                               f"separator?); the line is left out"))
+            continue
+        rows.append(CsvRow(line=number, values={c: cell.strip() for c, cell in zip(header, cells)}))
     return rows
+
+
+def _quoting_problem(error: csv.Error) -> str:
+    if "unexpected end of data" in str(error):
+        return "a quoted value is not closed on its line (a stray '\"'? values cannot span lines)"
+    return f"unreadable ({error}; a stray '\"'?)"
 
 
 def listed_file(root: pathlib.Path, table: pathlib.Path, row: CsvRow) -> pathlib.Path:
@@ -304,13 +344,14 @@ class TableInventory:
 
 def read_table_for_plane(root: pathlib.Path, table_name: str, required: Sequence[str], plane: str, *,
                          layout: str, skipped: SkippedFiles) -> TableInventory:
-    """Rows of root/table_name listing images of `plane`. A missing table is a layout error; a row that names a
-    missing file, a file already listed, or an unknown plane goes to `skipped`."""
+    """Rows of root/table_name listing images of `plane`. A missing table is a layout error; a line that cannot be
+    read (see `read_csv_rows`), or a row that names a missing file, a file already listed, or an unknown plane goes
+    to `skipped`."""
     table = root / table_name
     if not table.is_file():
         raise layout_error(root, layout, f"no {table_name}")
     planes = plane_aliases()
-    rows = read_csv_rows(table, ("file", "plane", *required))
+    rows = read_csv_rows(table, ("file", "plane", *required), skipped)
     first_line: dict[pathlib.Path, int] = {}
     kept, other_plane = [], 0
     for row in rows:
@@ -338,18 +379,50 @@ def read_table_for_plane(root: pathlib.Path, table_name: str, required: Sequence
                           unlisted_images=unlisted_images(root, first_line))
 
 
-def read_patient_ids(root: pathlib.Path) -> dict[str, str]:
-    """patients.csv (file, patient_id) if the manual_dir has one: relative path -> patient id."""
+@dataclasses.dataclass
+class PatientTable:
+    """What patients.csv says: `ids` maps a file (relative to the manual_dir) to its patient; `left_out` holds the
+    files that must not be used because their rows are unusable or disagree (already reported as skipped)."""
+
+    ids: dict[str, str] = dataclasses.field(default_factory=dict)
+    left_out: set[str] = dataclasses.field(default_factory=set)
+
+
+def read_patient_ids(root: pathlib.Path, skipped: SkippedFiles | None = None) -> PatientTable:
+    """patients.csv (file, patient_id) if the manual_dir has one, checked row by row; problems go to `skipped`
+    (without it, the first one raises).
+
+    A line that cannot be read, a row without a file, or a row naming a file that is not in the manual_dir is
+    reported. A file whose row has no patient id, or that is listed twice with two different ids, is reported and
+    left out of the build: it is never given a guessed patient, since a wrong one could put a patient in two
+    splits. A file listed twice with the same id is fine.
+    """
+    skipped = skipped if skipped is not None else SkippedFiles(strict=True)
     table = root / PATIENTS_CSV
+    result = PatientTable()
     if not table.exists():
-        return {}
-    patient_ids = {}
-    for row in read_csv_rows(table, ("file", "patient_id")):
-        empty = row.empty(("file", "patient_id"))
-        if empty:
-            raise InputError(table, f"line {row.line}: no {', '.join(empty)}")
-        patient_ids[pathlib.PurePath(row.values["file"].replace("\\", "/")).as_posix()] = row.values["patient_id"]
-    return patient_ids
+        return result
+    first_row: dict[str, CsvRow] = {}
+    for row in read_csv_rows(table, ("file", "patient_id"), skipped):
+        try:
+            listed_file(root, table, row)
+        except InputError as error:
+            skipped.skip(error)
+            continue
+        name = pathlib.PurePath(os.path.normpath(row.values["file"].replace("\\", "/"))).as_posix()
+        patient_id = row.values["patient_id"]
+        first = first_row.setdefault(name, row) if patient_id else None
+        if first is None:
+            problem = f"{PATIENTS_CSV} line {row.line}: no patient_id; the file is left out"
+        elif first.values["patient_id"] != patient_id and name not in result.left_out:
+            problem = (f"{PATIENTS_CSV} lines {first.line} and {row.line} give different patient ids "
+                       f"({first.values['patient_id']}, {patient_id}); the file is left out")
+        else:
+            continue
+        result.left_out.add(name)
+        skipped.skip(InputError(name, problem))
+    result.ids = {name: row.values["patient_id"] for name, row in first_row.items() if name not in result.left_out}
+    return result
 
 
 # ------------------------------------------------------------------------------------ preparing images

@@ -2,6 +2,7 @@
 from labels.csv through their aliases, the library credited on every example, bad rows skipped and reported."""
 import csv
 import pathlib
+import shutil
 
 import pytest
 
@@ -70,3 +71,22 @@ def test_missing_labels_csv_states_the_layout(tmp_path):
         build("asas/axial", data_dir=tmp_path / "tfds", manual_dir=manual)
     message = str(caught.value)
     assert "labels.csv with columns file, case_id, plane, label" in message and "found no labels.csv" in message
+
+
+def test_a_stray_quote_in_labels_csv_costs_one_row(tmp_path):
+    """Issue 18.9: a '"' left open on one line used to swallow the rows after it, and the build succeeded with a
+    fraction of the images."""
+    manual = tmp_path / "manual"
+    shutil.copytree(DUMMY_DATA, manual)
+    lines = (manual / "labels.csv").read_text().splitlines()
+    (broken,) = [n for n, line in enumerate(lines) if line.startswith("images/case_101_cor.png,")]
+    lines[broken] = lines[broken].replace(",coronal,", ',"coronal,')
+    (manual / "labels.csv").write_text("\n".join(lines) + "\n")
+    builder = build("asas/axial", data_dir=tmp_path / "tfds", manual_dir=manual)
+    source = builder.as_data_source("test")
+    assert {text(source[i]["patient_id"]) for i in range(len(source))} == set(expected_rows("axial"))
+    skipped = {e["path"]: e["problem"] for e in builder.info.metadata["skipped_files"]}
+    assert skipped["labels.csv"].startswith(f"line {broken + 1}: ") and "quote" in skipped["labels.csv"]
+    assert "images/case_101_cor.png" in builder.info.metadata["unlisted_images"]
+    with pytest.raises(InputError, match=f"labels.csv: line {broken + 1}: "):
+        build("asas/axial", data_dir=tmp_path / "strict", manual_dir=manual, strict=True)

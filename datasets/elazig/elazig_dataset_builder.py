@@ -3,7 +3,8 @@ read from a folder the user fills by hand; see README.md for the layout.
 
 Splits (train/val/test, class-stratified) keep every patient whole. Patient ids come from patients.csv, else from
 a folder named like "patient_012"; images without one are grouped with their near-duplicates (perceptual hash) and
-the groups are kept whole instead. The metadata records every file's group and split and what was ignored and why.
+the groups are kept whole instead. A file that patients.csv lists without an id, or with two different ids, is
+left out and reported, never given a guessed patient. The metadata records every file's group and split and what was ignored and why.
 """
 from __future__ import annotations
 
@@ -34,9 +35,9 @@ class Builder(ms.ManualSourceBuilder):
     def _split_images(self, root: pathlib.Path, skipped: SkippedFiles):
         config = self.builder_config
         classes = ms.class_aliases(config.class_aliases)
-        patient_ids = ms.read_patient_ids(root)
+        patients = ms.read_patient_ids(root, skipped)
         inventory = ms.scan_class_folders(root, config.plane, classes=classes, planes=ms.plane_aliases(),
-                                          patient_ids=patient_ids)
+                                          patient_ids=patients.ids, exclude=patients.left_out)
         if not inventory.images:
             raise ms.layout_error(root, self.LAYOUT, inventory.summary(config.plane))
         prepared = ms.prepare_images(inventory.images, root, config.preprocess, skipped)

@@ -132,3 +132,51 @@ def test_a_config_of_ones_own_replaces_the_alias_table(tmp_path):
     # Files are counted when found, before reading: the damaged Normal image is among them.
     found_normal = len(dummy_images("Axial")) - len(as_folder) + len(dummy.DAMAGED)
     assert builder.info.metadata["files_per_class"] == {"healthy": found_normal}
+
+
+def manual_copy(tmp_path: pathlib.Path) -> pathlib.Path:
+    manual = tmp_path / "manual"
+    shutil.copytree(DUMMY_DATA, manual)
+    return manual
+
+
+def test_a_file_with_two_patient_ids_is_left_out_and_missing_files_are_listed(tmp_path):
+    """Issue 18.8: a file listed twice with different ids used to take the last one silently, so one patient could
+    land in two splits; a row naming a missing file went unreported."""
+    manual = manual_copy(tmp_path)
+    (manual / "patients.csv").write_text(
+        "file,patient_id\n"
+        "Coronal/AS/cor_01.png,P7\n"
+        "Coronal/AS/cor_02.png,P7\n"
+        "Coronal/AS/cor_03.png,P8\n"
+        "Coronal/AS/cor_03.png,P9\n"       # one file, two patients
+        "Coronal/AS/cor_01.png,P7\n"       # repeated with the same id: fine
+        "Coronal/AS/cor_99.png,P10\n")     # not in the folder
+    builder = build("elazig/coronal", data_dir=tmp_path / "tfds", manual_dir=manual)
+    files = {e["file"]: e for e in builder.info.metadata["files"]}
+    assert "Coronal/AS/cor_03.png" not in files
+    assert files["Coronal/AS/cor_01.png"]["patient_id"] == files["Coronal/AS/cor_02.png"]["patient_id"] == "P7"
+    assert len(files) == len(dummy_images("Coronal")) - 1
+    assert sum(len(records) for records in read_all(builder).values()) == len(files)
+    skipped = {e["path"]: e["problem"] for e in builder.info.metadata["skipped_files"]}
+    assert skipped.keys() == {"Coronal/AS/cor_03.png", "Coronal/AS/cor_99.png"}
+    assert "P8, P9" in skipped["Coronal/AS/cor_03.png"] and "left out" in skipped["Coronal/AS/cor_03.png"]
+    assert "patients.csv line 7 but not found" in skipped["Coronal/AS/cor_99.png"]
+    with pytest.raises(InputError, match="cor_03.png: patients.csv lines 4 and 5 give different patient ids"):
+        build("elazig/coronal", data_dir=tmp_path / "strict", manual_dir=manual, strict=True)
+
+
+def test_an_empty_patient_id_skips_its_file_not_the_build(tmp_path):
+    """Issue 18.11: one row without a patient id used to refuse the whole build, even without --strict."""
+    manual = manual_copy(tmp_path)
+    (manual / "patients.csv").write_text("file,patient_id\nCoronal/AS/cor_01.png,P7\n"
+                                         "Coronal/healthy_controls/cor_11.png,\n")
+    builder = build("elazig/coronal", data_dir=tmp_path / "tfds", manual_dir=manual)
+    files = {e["file"]: e for e in builder.info.metadata["files"]}
+    assert "Coronal/healthy_controls/cor_11.png" not in files and files["Coronal/AS/cor_01.png"]["patient_id"] == "P7"
+    assert len(files) == len(dummy_images("Coronal")) - 1
+    (entry,) = builder.info.metadata["skipped_files"]
+    assert entry == {"path": "Coronal/healthy_controls/cor_11.png",
+                     "problem": "patients.csv line 3: no patient_id; the file is left out"}
+    with pytest.raises(InputError, match="cor_11.png: patients.csv line 3: no patient_id"):
+        build("elazig/coronal", data_dir=tmp_path / "strict", manual_dir=manual, strict=True)
