@@ -1,13 +1,15 @@
 """Classifying and explaining user files with a trained model: per-slice class, probability and Grad-CAM, batched
 at one fixed shape so one compiled program serves every batch.
 
-One core serves every tool: `Classifier.explain_files` reads each file's slices (asemble_jax.user_inputs.load_slices:
-the training preprocessing and evaluation input conversion), hands each file that cannot be used to `on_error` as
-one InputError (a `FileErrors` counts them and prints their lines) and goes on with the others, pads every batch to
-`batch_size`, runs gradcam.grad_cam once per batch and yields one `SliceResult` per slice: probabilities, the class
-its maps explain, and the maps. It writes and prints nothing, so that a server can use it as it is. On top of it,
-`write_predictions` (scripts/predict.py) and `write_explanations` (scripts/gradcam.py) write the PNGs and print
-one line per slice. Slices are named by the path given, never by anything from DICOM headers.
+One core serves every tool: `Classifier.explain_files` reads each file's slices (asemble_jax.user_inputs.iter_slices:
+the training preprocessing and evaluation input conversion, within the readers' limits max_side, max_slices and
+max_pixels), hands each file that cannot be used, and each slice that cannot be (no usable contrast, no finite
+value), to `on_error` as one InputError (a `FileErrors` counts them and prints their lines) and goes on with the
+others, pads every batch to `batch_size`, runs gradcam.grad_cam once per batch and yields one `SliceResult` per
+slice: probabilities, the class its maps explain, and the maps. It writes and prints nothing, so that a server
+can use it as it is. On top of it, `write_predictions` (scripts/predict.py) and `write_explanations`
+(scripts/gradcam.py) write the PNGs and print one line per slice. Slices are named by the path given, never by
+anything from DICOM headers.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from flax import nnx
 
 from asemble_jax import gradcam
 from asemble_jax.errors import InputError, UserError
-from asemble_jax.user_inputs import Slice, batches, input_files, load_slices, write_png
+from asemble_jax.data.readers import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DEFAULT_MAX_SLICES
+from asemble_jax.user_inputs import Slice, batches, input_files, iter_slices, write_png
 from asemble_jax.workdir import load_trained_model
 
 EXIT_SOME_FILES_FAILED = 1
@@ -69,8 +72,8 @@ class SliceResult:
 
 
 class FileErrors:
-    """An `on_error` that counts the files that could not be used and, if `echo`, prints each one's line on
-    stderr as it comes."""
+    """An `on_error` that counts the inputs (files, or slices of a volume) that could not be used and, if `echo`,
+    prints each one's line on stderr as it comes."""
 
     def __init__(self, *, echo: bool = True):
         self.errors: list[InputError] = []
@@ -145,16 +148,21 @@ class Classifier:
                                   {name: heatmaps[index] for name, heatmaps in maps.items()})
 
     def explain_files(self, files: Iterable[UserFile], *, on_error: Callable[[InputError], None],
-                      slice_index: int | None = None, target_class: int | None = None) -> Iterator[SliceResult]:
+                      slice_index: int | None = None, target_class: int | None = None,
+                      max_side: int = DEFAULT_MAX_SIDE, max_slices: int = DEFAULT_MAX_SLICES,
+                      max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[SliceResult]:
         """explain() of every slice of every file (only slice `slice_index` of volumes, if given); each file that
-        cannot be used goes to on_error once, and the others are still explained."""
+        cannot be used (over a limit, unreadable) goes to on_error once, as does each slice that cannot be (no
+        usable contrast, no finite value), and the others are still explained. The limits are the readers'
+        (asemble_jax.data.readers), checked from each file's header before its pixels are decoded."""
         target_class = self.check_target_class(target_class)
+        limits = {"max_side": max_side, "max_slices": max_slices, "max_pixels": max_pixels}
 
         def readable_slices() -> Iterator[Slice]:
             for file in files:
                 try:
-                    yield from load_slices(file.path, file.root, file.out, image_size=self.image_size,
-                                           slice_index=slice_index)
+                    yield from iter_slices(file.path, file.root, file.out, image_size=self.image_size,
+                                           slice_index=slice_index, on_slice_error=on_error, **limits)
                 except InputError as error:
                     on_error(error)
 
@@ -183,11 +191,14 @@ def _png(prefix: pathlib.Path, what: str) -> pathlib.Path:
 
 
 def write_predictions(classifier: Classifier, paths: Iterable[pathlib.Path], *, out: pathlib.Path,
-                      slice_index: int | None = None) -> int:
+                      slice_index: int | None = None, max_side: int = DEFAULT_MAX_SIDE,
+                      max_slices: int = DEFAULT_MAX_SLICES, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     """scripts/predict.py: per slice, the overlay of result.map at <prefix>_gradcam.png and the line
-    '<label>: <class name> (p=P), Grad-CAM: <overlay>'; the exit status (0, or EXIT_SOME_FILES_FAILED)."""
+    '<label>: <class name> (p=P), Grad-CAM: <overlay>'; the exit status (0, or EXIT_SOME_FILES_FAILED if a file or
+    slice could not be used); the limits are explain_files'."""
     errors = FileErrors()
-    for result in classifier.explain_files(given_files(paths, out), on_error=errors, slice_index=slice_index):
+    for result in classifier.explain_files(given_files(paths, out), on_error=errors, slice_index=slice_index,
+                                           max_side=max_side, max_slices=max_slices, max_pixels=max_pixels):
         overlay_path = _png(result.slice.out_prefix, "gradcam")
         write_png(overlay_path, gradcam.overlay(result.grey, result.map))
         print(f"{result.slice.label}: {classifier.names[result.predicted]} (p={result.probability:.3f}), "
@@ -196,14 +207,17 @@ def write_predictions(classifier: Classifier, paths: Iterable[pathlib.Path], *, 
 
 
 def write_explanations(classifier: Classifier, input_path: pathlib.Path, *, out: pathlib.Path,
-                       slice_index: int | None = None, target_class: int | None = None) -> int:
+                       slice_index: int | None = None, target_class: int | None = None,
+                       max_side: int = DEFAULT_MAX_SIDE, max_slices: int = DEFAULT_MAX_SLICES,
+                       max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     """scripts/gradcam.py: per slice, <prefix>_input.png and one overlay per map, <prefix>_<map>.png, and the line
     '<label>: predicted class K (p=P), map of class C -> <prefix>_*.png'; the exit status (0, or
-    EXIT_SOME_FILES_FAILED)."""
+    EXIT_SOME_FILES_FAILED if a file or slice could not be used); the limits are explain_files'."""
     classifier.check_target_class(target_class)
     errors = FileErrors()
     for result in classifier.explain_files(files_under(input_path, out), on_error=errors, slice_index=slice_index,
-                                           target_class=target_class):
+                                           target_class=target_class, max_side=max_side, max_slices=max_slices,
+                                           max_pixels=max_pixels):
         prefix, grey = result.slice.out_prefix, result.grey
         write_png(_png(prefix, "input"), grey)
         for name, heatmap in result.maps.items():

@@ -1,7 +1,7 @@
 r"""Classifies image files with a trained workdir and writes a Grad-CAM overlay for each.
 
     python scripts/predict.py --workdir=DIR FILE [FILE ...] [--out=DIR] [--which=best] [--slice=all]
-        [--batch_size=16]
+        [--batch_size=16] [--max_side=4096] [--max_slices=1024]
 
 Files: PNG, JPEG, TIFF, DICOM (any file name) and NIfTI (.nii, .nii.gz). They are read and preprocessed exactly
 as scripts/gradcam.py reads them (asemble_jax.user_inputs.load_slices: asemble_jax.data.readers, then the training
@@ -17,7 +17,13 @@ the class is the most probable one, p its probability, and the overlay (written 
 WORKDIR/predictions) shows the Grad-CAM of that class: the fused map of all branches, or the only layer of a
 single-branch model (asemble_jax/gradcam.py). Class names are those of the dataset the model was trained on.
 A file that cannot be read or is not an image gets one line on stderr naming it and the reason; the other
-files are still processed and the exit status is 1. Exit status 2: the workdir, --out or an option is unusable.
+files are still processed and the exit status is 1. So does a file over the size limits, refused from its header
+before any pixel is decoded: slices of at most --max_side pixels a side (default 4096), volumes of at most
+--max_slices slices (default 1024), and at most 67108864 values (8192 x 8192) per file. A slice that has no usable
+contrast (a blank or constant image, or one that is almost all padding once cropped: one value fills 98% or more
+of it) or no finite value is never classified: it gets its own line ('scan.nii.gz slice 7: no usable contrast
+...'), the volume's other slices are still classified, and the exit status is 1.
+Exit status 2: the workdir, --out or an option is unusable.
 Nothing from DICOM headers is printed or written: lines name files by the path given.
 The work is asemble_jax/classify.py's (write_predictions).
 """
@@ -27,7 +33,7 @@ import sys
 
 from asemble_jax import classify
 from asemble_jax.errors import run_main
-from asemble_jax.user_inputs import slice_argument
+from asemble_jax.user_inputs import add_limit_arguments, slice_argument
 
 
 def main(argv=None) -> int:
@@ -40,10 +46,12 @@ def main(argv=None) -> int:
                         help="'all' (default) or the 0-based slice of volumes to classify")
     parser.add_argument("--batch_size", type=int, default=classify.DEFAULT_BATCH_SIZE,
                         help="slices per compiled batch")
+    add_limit_arguments(parser)
     args = parser.parse_args(argv)
     classifier = classify.Classifier.from_workdir(args.workdir, which=args.which, batch_size=args.batch_size)
     return classify.write_predictions(classifier, args.files, out=args.out or args.workdir / "predictions",
-                                      slice_index=args.slice_index)
+                                      slice_index=args.slice_index, max_side=args.max_side,
+                                      max_slices=args.max_slices)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import cv2
 import jax
 import jax.numpy as jnp
 import ml_collections
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -313,6 +314,27 @@ def test_padding_a_batch_changes_no_result_and_an_unreadable_file_is_counted_onc
     np.testing.assert_allclose(alone.probabilities, runs[4][2].probabilities, atol=1e-5)
 
 
+def test_a_volume_s_unusable_slices_are_refused_one_by_one_and_the_others_explained(tiny_model, tmp_path):
+    volume = np.random.default_rng(8).normal(500, 100, (40, 48, 5)).astype(np.float32)
+    volume[10:30, 12:36, :] += 800
+    volume[:, :, 1] = np.inf
+    volume[:, :, 2] = 0.0
+    volume[:, :, 4] = np.nan
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+    black = tmp_path / "black.png"
+    cv2.imwrite(str(black), np.zeros((90, 80), np.uint8))
+    errors = classify.FileErrors(echo=False)
+    results = list(_classifier(tiny_model, 4).explain_files(classify.given_files([path, black], tmp_path / "out"),
+                                                            on_error=errors))
+    assert [result.slice.label for result in results] == [f"{path} slice {k}" for k in (0, 3)]
+    assert [error.path for error in errors.errors] == [f"{path} slice {k}" for k in (1, 2, 4)] + [str(black)]
+    problems = [error.problem for error in errors.errors]
+    assert problems[0] == problems[2] == "no finite pixel values (all NaN or infinite)"
+    assert problems[1].startswith("no usable contrast") and problems[3].startswith("no usable contrast")
+    assert errors.exit_status() == 1
+
+
 def test_a_bad_batch_size_or_target_class_is_a_user_error(tiny_model):
     for batch_size in (0, -1, 2.5):
         with pytest.raises(UserError, match="batch_size must be a whole number >= 1"):
@@ -410,3 +432,10 @@ def test_script_main_loads_the_workdir_and_reports_setup_errors(script, tiny_mod
                                   "--target_class=1", "--batch_size=4"]) == 0
     assert "map of class 1" in capsys.readouterr().out
     assert (out / "phantom.png_fused.png").is_file()
+    # The size limits are flags: phantom.png is 200x160.
+    assert run_main(script.main, ["--workdir=w", f"--input={folder / 'phantom.png'}", f"--out={out}",
+                                  "--max_side=150"]) == 1
+    assert "200x160 slice exceeds the limit of 150 pixels a side" in capsys.readouterr().err
+    nifti = next(folder.glob("*.nii.gz"))
+    assert run_main(script.main, ["--workdir=w", f"--input={nifti}", f"--out={out}", "--max_slices=3"]) == 1
+    assert "slices exceeds the limit of 3 (max_slices" in capsys.readouterr().err

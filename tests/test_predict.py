@@ -259,3 +259,74 @@ def test_an_unwritable_out_folder_is_one_line_and_status_2(script, workdir, file
     assert run_main(script.main, [f"--workdir={workdir}", f"--out={blocker / 'out'}", str(good)]) == 2
     line = _one_error_line(capsys)
     assert line.startswith(f"error: {blocker / 'out' / 'good.png_gradcam.png'}: cannot be written: "), line
+
+
+def _error_lines(err: str) -> list[str]:
+    lines = err.strip().splitlines()
+    assert all(line.startswith("error: ") for line in lines) and "Traceback" not in err, err
+    return [line[len("error: "):] for line in lines]
+
+
+def test_blank_constant_and_nearly_blank_inputs_are_refused_not_classified(script, trained, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = folder / "good.png"
+    good.write_bytes(_png_bytes(0))
+    Image.fromarray(np.zeros((120, 100), np.uint8)).save(folder / "black.png")
+    Image.fromarray(np.full((120, 100), 77, np.uint8)).save(folder / "constant.png")
+    # 8 x 20000: squared and padded by the crop, the model's input is almost empty.
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (8, 20000)).astype(np.uint8)).save(folder / "strip.png")
+    # What a gzip bomb with a plausible header decompresses to.
+    nib.save(nib.Nifti1Image(np.zeros((40, 48, 3), np.float32), np.eye(4)), folder / "zeros.nii.gz")
+    names = ["black.png", "constant.png", "zeros.nii.gz"]
+    status = _run(script, trained, [good, *(folder / name for name in names)], tmp_path / "out")
+    captured = capsys.readouterr()
+    assert status == 1, "refused slices must make the exit status say so"
+    assert [p["label"] for p in _parse(captured.out)] == [str(good)]
+    refused = [str(folder / "black.png"), str(folder / "constant.png"),
+               *(f"{folder / 'zeros.nii.gz'} slice {k}" for k in range(3))]
+    errors = _error_lines(captured.err)
+    assert len(errors) == len(refused)
+    for label, line in zip(refused, errors):
+        assert line.startswith(f"{label}: no usable contrast"), line
+    # The strip is over the default size limit; past it, the contrast check refuses it.
+    assert _run(script, trained, [folder / "strip.png"], tmp_path / "out", max_side=20000) == 1
+    captured = capsys.readouterr()
+    assert not captured.out
+    assert _error_lines(captured.err)[0].startswith(f"{folder / 'strip.png'}: no usable contrast after windowing")
+
+
+def test_a_volume_with_non_finite_slices_classifies_the_others(script, trained, tmp_path, capsys):
+    volume = np.random.default_rng(4).normal(500, 100, (40, 48, 5)).astype(np.float32)
+    volume[10:30, 12:36, :] += 800
+    volume[:, :, 1] = np.inf
+    volume[:, :, 3] = np.nan
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+    assert _run(script, trained, [path], tmp_path / "out") == 1
+    captured = capsys.readouterr()
+    assert [p["label"] for p in _parse(captured.out)] == [f"{path} slice {k}" for k in (0, 2, 4)]
+    assert _error_lines(captured.err) == [f"{path} slice {k}: no finite pixel values (all NaN or infinite)"
+                                          for k in (1, 3)]
+
+
+def test_size_limits_are_flags_stated_in_the_help(script, workdir, files, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        script.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--max_side" in help_text and "(default 4096)" in help_text
+    assert "--max_slices" in help_text and "(default 1024)" in help_text
+    _, good, dicom, _ = files  # good.png is 120x100
+    out = tmp_path / "out"
+    assert run_main(script.main, [f"--workdir={workdir}", f"--out={out}", "--max_side=110", str(good), str(dicom)]) == 1
+    captured = capsys.readouterr()
+    assert [p["label"] for p in _parse(captured.out)] == [str(dicom)]
+    assert _error_lines(captured.err) == [
+        f"{good}: 120x100 slice exceeds the limit of 110 pixels a side (max_side; refused before decoding)"]
+    volume = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(6).normal(size=(16, 16, 3)).astype(np.float32), np.eye(4)), volume)
+    assert run_main(script.main, [f"--workdir={workdir}", f"--out={out}", "--max_slices=2", str(volume)]) == 1
+    assert "volume of 3 slices exceeds the limit of 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main([f"--workdir={workdir}", "--max_side=3", str(good)])
+    assert "--max_side: must be a whole number >= 8" in capsys.readouterr().err

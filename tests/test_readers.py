@@ -5,6 +5,7 @@ Fixtures are written into tmp_path by each test; expected values come from the a
 import csv
 import gzip
 import struct
+import tracemalloc
 import zlib
 
 import cv2
@@ -12,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, MRImageStorage, RLELossless, generate_uid
 
@@ -407,3 +408,159 @@ def test_real_nifti_matches_nibabel_in_display_orientation(shared_data):
     volume = nib.load(path).get_fdata()
     for k in range(count):
         np.testing.assert_allclose(slices[k], np.flipud(volume[:, :, k].T), rtol=1e-6, atol=1e-3)
+
+
+# ---------------------------------------------------------------- limits, from the header (issue 18, item 7)
+
+class _Decoded(Exception):
+    """Raised by a decoder that a test forbids to run: nothing catches it."""
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Fails the test if Pillow decodes pixel data, nibabel reads voxels or pydicom decodes pixels."""
+    def refuse(*args, **kwargs):
+        raise _Decoded("pixel data was decoded")
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+    monkeypatch.setattr(nib.arrayproxy.ArrayProxy, "_get_scaled", refuse)
+    monkeypatch.setattr(pydicom.Dataset, "pixel_array", property(refuse))
+
+
+def test_the_no_decoding_fixture_catches_each_decoder(tmp_path, no_decoding):
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "plain.png")
+    _write_nifti(tmp_path / "plain.nii.gz", np.zeros((16, 16, 2), np.float32))
+    _mr_dataset(_stored((16, 16), 4)).save_as(tmp_path / "plain.dcm", enforce_file_format=True)
+    for path, reader in ((tmp_path / "plain.png", readers.read_image), (tmp_path / "plain.nii.gz",
+                         readers.read_nifti_volume), (tmp_path / "plain.dcm", readers.read_image)):
+        with pytest.raises(_Decoded):
+            reader(path)
+
+
+def _png_header_only(path, height, width):
+    """A PNG whose header claims height x width 8-bit grey pixels, with almost no pixel data behind it."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+                     + _png_chunk(b"IDAT", zlib.compress(b"\0" * 100)) + _png_chunk(b"IEND", b""))
+
+
+def _nifti_header_only(path, shape, dtype=np.int16, **fields):
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    for name, value in fields.items():
+        header[name] = value
+    with gzip.open(path, "wb") as file:
+        file.write(header.binaryblock + b"\0" * 4 + b"\0" * 1000)
+
+
+def test_an_8000_pixel_square_image_is_refused_from_its_header(tmp_path, no_decoding):
+    # 64 million pixels is under max_pixels: only the side limit refuses it, and before Pillow decodes anything.
+    _png_header_only(tmp_path / "big.png", 8000, 8000)
+    _raises_for(tmp_path / "big.png", "8000x8000 slice exceeds the limit of 4096 pixels a side")
+    _png_header_only(tmp_path / "wide.png", 8, 4097)
+    _raises_for(tmp_path / "wide.png", "8x4097 slice exceeds the limit of 4096 pixels a side")
+    _raises_for(tmp_path / "wide.png", "exceeds the limit of 1000 pixels a side", max_side=1000)
+
+
+def test_side_and_slice_limits_are_configurable(tmp_path):
+    Image.fromarray(np.full((40, 64), 9, np.uint8)).save(tmp_path / "plain.png")
+    _raises_for(tmp_path / "plain.png", "40x64 slice exceeds the limit of 63 pixels a side", max_side=63)
+    assert readers.read_image(tmp_path / "plain.png", max_side=64).shape == (40, 64)
+    pages = [Image.fromarray(np.full((16, 16), k, np.uint16)) for k in range(3)]
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
+    _raises_for(tmp_path / "pages.tif", "image of 3 slices exceeds the limit of 2 (max_slices", max_slices=2)
+    assert readers.read_image(tmp_path / "pages.tif", max_slices=3).shape == (3, 16, 16)
+    _write_nifti(tmp_path / "volume.nii", np.zeros((16, 12, 5), np.float32))
+    _raises_for(tmp_path / "volume.nii", "volume of 5 slices exceeds the limit of 4", reader=readers.read_nifti_volume,
+                max_slices=4)
+    _raises_for(tmp_path / "volume.nii", "16x12 slice exceeds the limit of 15 pixels a side",
+                reader=readers.read_nifti_volume, max_side=15)
+    frames = _mr_dataset(_stored((3, 16, 16), 5))
+    frames.save_as(tmp_path / "frames.dcm", enforce_file_format=True)
+    _raises_for(tmp_path / "frames.dcm", "image of 3 slices exceeds the limit of 2", max_slices=2)
+    _raises_for(tmp_path / "frames.dcm", "exceeds the limit of 12 pixels a side", max_side=12)
+    _write_series(tmp_path / "series", _stored((3, 16, 16), 6), [1, 2, 3])
+    _raises_for(tmp_path / "series", "series of 3 slices exceeds the limit of 2", reader=readers.read_dicom_series,
+                max_slices=2)
+    for bad in ({"max_side": 4}, {"max_slices": 0}, {"max_pixels": -1}, {"max_side": 2.5}):
+        with pytest.raises(ValueError, match="must be a whole number"):
+            readers.read_image(tmp_path / "plain.png", **bad)
+
+
+def test_nifti_sizes_are_refused_from_the_header_before_any_voxel_is_read(tmp_path, no_decoding):
+    _nifti_header_only(tmp_path / "many.nii.gz", (64, 64, 2000))  # 8 million voxels: under max_pixels
+    _raises_for(tmp_path / "many.nii.gz", "volume of 2000 slices exceeds the limit of 1024",
+                reader=readers.read_nifti_volume)
+    _nifti_header_only(tmp_path / "wide.nii.gz", (5000, 5000, 2))
+    _raises_for(tmp_path / "wide.nii.gz", "5000x5000 slice exceeds the limit of 4096 pixels a side",
+                reader=readers.read_nifti_volume)
+
+
+def _gzip_zeros(file, count, chunk=2 ** 20):
+    for start in range(0, count, chunk):
+        file.write(bytes(min(chunk, count - start)))
+
+
+def _peak_bytes(function):
+    tracemalloc.start()
+    try:
+        function()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_a_nifti_gzip_bomb_in_the_header_extensions_is_refused_with_bounded_memory(tmp_path, no_decoding):
+    # A plausible 64x64x4 header, but an extension of 200 MB of zeros (200 kB compressed) before the voxels:
+    # nibabel would read the whole extension into memory before looking at the voxels.
+    extension = 200 * 2 ** 20
+    header = nib.Nifti1Header()
+    header.set_data_shape((64, 64, 4))
+    header.set_data_dtype(np.int16)
+    header["vox_offset"] = 352 + extension
+    path = tmp_path / "bomb.nii.gz"
+    with gzip.open(path, "wb", compresslevel=1) as file:
+        file.write(header.binaryblock + struct.pack("<4B", 1, 0, 0, 0) + struct.pack("<ii", extension, 0))
+        _gzip_zeros(file, extension - 8 + 64 * 64 * 4 * 2)
+    assert path.stat().st_size < 2 ** 20
+    peak = _peak_bytes(lambda: _raises_for(path, f"header extensions of {extension} bytes exceed the limit",
+                                           reader=readers.read_nifti_volume))
+    assert peak < 8 * 2 ** 20, f"refusing the file took {peak} bytes"
+
+
+def test_a_nifti_gzip_stream_is_only_decompressed_as_far_as_the_header_says(tmp_path):
+    volume = np.arange(16 * 12 * 3, dtype=np.int16).reshape(16, 12, 3)
+    image = nib.Nifti1Image(volume, np.eye(4))
+    path = tmp_path / "trailing.nii.gz"
+    with gzip.open(path, "wb", compresslevel=1) as file:
+        file.write(image.to_bytes())
+        _gzip_zeros(file, 100 * 2 ** 20)  # 100 MB more than the header declares, never decompressed
+    peak = _peak_bytes(lambda: readers.read_nifti_volume(path))
+    np.testing.assert_array_equal(readers.read_nifti_volume(path),
+                                  np.stack([np.flipud(volume[:, :, k].T) for k in range(3)]))
+    assert peak < 8 * 2 ** 20, f"reading the file took {peak} bytes"
+
+
+def test_a_deflated_dicom_bomb_is_refused_with_bounded_memory(tmp_path, no_decoding):
+    # 40 MB of pixel data deflated to 40 kB, behind a 64x64 header: pydicom would inflate all of it in memory.
+    dataset = _mr_dataset(_stored((64, 64), 9))
+    dataset.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    dataset.PixelData = bytes(40 * 2 ** 20)
+    path = tmp_path / "bomb.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    del dataset
+    assert path.stat().st_size < 2 ** 20
+    messages = []
+    peak = _peak_bytes(lambda: messages.append(_raises_for(path, "deflated DICOM inflates to more than",
+                                                           max_pixels=64 * 64)))
+    assert peak < 8 * 2 ** 20, f"refusing the file took {peak} bytes"
+    assert f"more than {readers.MAX_METADATA_BYTES + 4 * 64 * 64} bytes" in messages[0]
+
+
+def test_a_small_deflated_dicom_is_read(tmp_path):
+    stored = _stored((32, 24), 10)
+    dataset = _mr_dataset(stored)
+    dataset.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    dataset.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
+    np.testing.assert_array_equal(readers.read_image(tmp_path / "deflated.dcm"), stored)

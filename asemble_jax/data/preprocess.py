@@ -30,6 +30,21 @@ MR values need before any of them), each its own public function and configured 
    size of a sacroiliac joint); clahe_clip_limit=None skips CLAHE.
 
 A mask given to `preprocess` follows steps 2 and 3 exactly (same box, same padding, nearest neighbour).
+
+Contrast check, `preprocess(..., require_contrast=True)`: what the tools that classify user files ask for (the
+dataset builders do not, and a slice that passes comes out the same either way). A slice has no usable contrast,
+and is refused with an InputError, when the window percentiles (config.window_percentiles, 1 and 99) find no range
+  a. in the raw slice (step 1): one value fills at least 98% of it (a blank, constant or all-zero slice, or a
+     constant one with a few specks), so windowing leaves no grey levels, only 0 and 255. This is checked before
+     the body crop, so such a slice costs only its windowing; or
+  b. in the cropped, resized slice before CLAHE (after step 3), the model's input: one grey level fills at least
+     98% of it (e.g. a strip a few pixels high, squared and zero-padded into an almost empty image). CLAHE is
+     left out because it turns flat areas into gradients of its own.
+"No range" means exactly what windowing means by it: no new threshold is involved. A slice with a body in it
+passes both by a wide margin, since the body covers far more than 2% of the slice and, after the crop, most of the
+model's input: over every slice of 4 phantom patients per plane (asemble_jax.data.phantom) and of the real
+bone_mri and iaxspa_demo scans, the percentile range of the model's input was at least 194 grey levels and the
+commonest grey level covered at most 27% of it (tests/test_degenerate_inputs.py checks phantom slices).
 """
 from __future__ import annotations
 
@@ -86,9 +101,11 @@ class Preprocessed:
 
 
 def preprocess(raw: np.ndarray, config: PreprocessConfig = PreprocessConfig(), mask: np.ndarray | None = None,
-               path: str = "<array>") -> Preprocessed:
+               path: str = "<array>", *, require_contrast: bool = False) -> Preprocessed:
     """One 2-D slice of raw values (and optionally its integer mask) through all steps; `path` names the source
-    file in the InputError raised for a slice that cannot be used."""
+    file (and slice) in the InputError raised for a slice that cannot be used. require_contrast: refuse a slice
+    with no usable contrast (the module docstring's contrast check); the output of a slice that passes is the
+    same either way."""
     raw = np.asarray(raw)
     if raw.ndim != 2:
         raise InputError(path, f"expected one 2-D slice, got an array of shape {raw.shape}")
@@ -103,13 +120,19 @@ def preprocess(raw: np.ndarray, config: PreprocessConfig = PreprocessConfig(), m
     if mask is not None:
         mask = _validated_mask(mask, raw.shape, path)
 
-    windowed = window_to_uint8(raw, config.window_percentiles)
+    windowed, low, high = _window(raw, config.window_percentiles)
+    if require_contrast and not high > low:
+        raise InputError(path, f"no usable contrast: {_one_level(config.window_percentiles)} of its pixels, so "
+                               "windowing leaves no grey levels")
     if config.crop:
         box = body_crop_box(windowed, threshold=config.crop_threshold, opening=config.crop_opening,
                             min_component=config.crop_min_component, margin=config.crop_margin)
     else:
         box = _square_box((0, raw.shape[0], 0, raw.shape[1]), raw.shape)
     image = resize_to(crop_to_box(windowed, box), config.size)
+    if require_contrast and not _has_range(image, config.window_percentiles):
+        raise InputError(path, f"no usable contrast after windowing and cropping: "
+                               f"{_one_level(config.window_percentiles)} of the model's input")
     if config.clahe_clip_limit is not None:
         image = apply_clahe(image, config.clahe_clip_limit, config.clahe_tile_grid_size)
     if mask is not None:
@@ -119,6 +142,11 @@ def preprocess(raw: np.ndarray, config: PreprocessConfig = PreprocessConfig(), m
 
 def window_to_uint8(raw: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
     """uint8 image: raw values mapped linearly from [p_low, p_high] percentiles of the finite values to [0, 255]."""
+    return _window(raw, percentiles)[0]
+
+
+def _window(raw: np.ndarray, percentiles: tuple[float, float]) -> tuple[np.ndarray, float, float]:
+    """window_to_uint8's image, and the low and high percentiles it mapped to 0 and 255."""
     values = np.asarray(raw, dtype=np.float64)
     finite = np.isfinite(values)
     all_finite = finite.all()
@@ -131,7 +159,18 @@ def window_to_uint8(raw: np.ndarray, percentiles: tuple[float, float] = (1.0, 99
         scaled = np.where(values > low, 255.0, 0.0)
     if not all_finite:
         scaled[~finite] = 0.0
-    return scaled.astype(np.uint8)
+    return scaled.astype(np.uint8), float(low), float(high)
+
+
+def _has_range(image: np.ndarray, percentiles: tuple[float, float]) -> bool:
+    low, high = np.percentile(image, percentiles)
+    return bool(high > low)
+
+
+def _one_level(percentiles: tuple[float, float]) -> str:
+    """What equal window percentiles mean, for the contrast check's messages."""
+    low, high = percentiles
+    return f"one value (percentiles {low:g} and {high:g} equal) fills {high - low:g}% or more"
 
 
 def body_crop_box(windowed: np.ndarray, *, threshold: float = 0.1, opening: float = 0.02, min_component: float = 0.1,

@@ -20,12 +20,25 @@ nothing else (no windowing, no resizing): `asemble_jax.data.preprocess` does the
   codes for the same array layout, and reorienting would scramble axes between patients.
 
 Any file that cannot be used raises `InputError` ('<path>: <problem>'). Sizes are checked from the header before
-any pixel is decoded, so a small file that claims a huge image (a decompression bomb) is refused cheaply:
-`max_pixels` bounds the total number of values a call may return (frames included).
+any pixel is decoded or decompressed, so a small file that claims a huge image (a decompression bomb) is refused
+cheaply. Three limits, keyword arguments of every reader, bound what one call may read:
+
+- `max_pixels` (DEFAULT_MAX_PIXELS): the total number of values a call may return (frames included);
+- `max_side` (DEFAULT_MAX_SIDE): the longer side of any slice, in pixels;
+- `max_slices` (DEFAULT_MAX_SLICES): slices of a NIfTI volume, frames of a DICOM, pages of a TIFF, files of a series.
+
+Sizes come from the header: Pillow's Image.open (which reads only the header), the NIfTI header (parsed from its
+first bytes, before nibabel reads extensions or voxels) and DICOM Rows/Columns/NumberOfFrames (before
+pixel_array). Compressed streams are bounded too: a .nii.gz is decompressed only as far as the header says the
+voxels end, and its header extensions may not exceed MAX_METADATA_BYTES; a deflated DICOM is refused, by
+inflating it in small pieces, if it inflates to more than MAX_METADATA_BYTES plus 4 bytes per allowed pixel.
+Header values reach an error message only as these numbers.
 """
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import os
 import pathlib
 import struct
@@ -39,6 +52,7 @@ import pydicom.config
 import pydicom.dataset
 import pydicom.uid
 import pydicom.errors
+import pydicom.filereader
 import pydicom.pixels
 from PIL import Image, UnidentifiedImageError
 
@@ -47,8 +61,16 @@ from asemble_jax.errors import InputError
 # 8192 x 8192, 256 MiB as float32: far above any MR slice or volume we expect, and below Pillow's own
 # decompression-bomb threshold, so Pillow never warns before this module refuses.
 DEFAULT_MAX_PIXELS = 8192 * 8192
+# MR slices are acquired at a few hundred pixels a side and exported or screenshotted at up to a couple of
+# thousand; past 4096 a file is not an MR slice, and preprocessing it would cost tens of seconds (the body crop's
+# morphology grows with the side as well as the area).
+DEFAULT_MAX_SIDE = 4096
+# An MR series has tens to a few hundred slices; a file with more is not one series of slices.
+DEFAULT_MAX_SLICES = 1024
 # Below this many pixels a side a file is an icon or a mask fragment, not a scan.
 MIN_SIDE = 8
+# NIfTI header extensions and DICOM elements other than the pixels are metadata: kilobytes, rarely megabytes.
+MAX_METADATA_BYTES = 16 * 2 ** 20
 
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _GREY_MODES = {"L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -59,21 +81,42 @@ _COLOUR_PHOTOMETRICS = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT",
 # Pillow and pydicom raise a spread of types for damaged files; all of them mean "this file is unusable".
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, AttributeError,
                   NotImplementedError, RuntimeError, struct.error, zlib.error)
+_NIFTI_ERRORS = _DECODE_ERRORS + (nib.spatialimages.HeaderDataError, nib.filebasedimages.ImageFileError)
+# sizeof_hdr -> (header class, image class) of single-file NIfTI.
+_NIFTI_KINDS = {348: (nib.Nifti1Header, nib.Nifti1Image), 540: (nib.Nifti2Header, nib.Nifti2Image)}
+_NIFTI_SINGLE_FILE_MAGIC = {b"n+1", b"n+2"}
+_GZIP_MAGIC = b"\x1f\x8b"
+_STREAM_ERRORS = (OSError, EOFError, zlib.error)
+_INFLATE_CHUNK = 2 ** 20
 
 
-def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+class _Limits:
+    """The three limits of one call, checked once."""
+
+    def __init__(self, max_pixels: int, max_side: int, max_slices: int):
+        for name, value, least in (("max_pixels", max_pixels, 1), ("max_side", max_side, MIN_SIDE),
+                                   ("max_slices", max_slices, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+        self.pixels, self.side, self.slices = int(max_pixels), int(max_side), int(max_slices)
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int = DEFAULT_MAX_SIDE,
+               max_slices: int = DEFAULT_MAX_SLICES) -> np.ndarray:
     """float32 (H, W), or (frames, H, W) for multi-frame DICOM and multi-page TIFF, from a raster or DICOM file."""
+    limits = _Limits(max_pixels, max_side, max_slices)
     _check_file(path)
     with open(path, "rb") as file:
         head = file.read(132)
     if head[128:132] != b"DICM":
         try:
-            return _read_raster(path, max_pixels)
+            return _read_raster(path, limits)
         except _NotRaster:
             pass
     with _quiet_dicom():
+        _check_inflated_size(path, limits)
         if head[128:132] == b"DICM":
-            return _dicom_pixels(_open_dicom(path), path, max_pixels)
+            return _dicom_pixels(_open_dicom(path), path, limits)
         # Old ACR-NEMA style files have no preamble: only a forced parse that finds pixel data counts as DICOM.
         try:
             dataset = _open_dicom(path, force=True)
@@ -82,14 +125,16 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
         if dataset is None or "PixelData" not in dataset or "Rows" not in dataset:
             hint = "; NIfTI volumes are read with read_nifti_volume" if ".nii" in pathlib.Path(path).name else ""
             raise InputError(path, f"not a recognised image (PNG, JPEG, TIFF or DICOM){hint}")
-        return _dicom_pixels(dataset, path, max_pixels)
+        return _dicom_pixels(dataset, path, limits)
 
 
-def read_dicom_series(folder: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_dicom_series(folder: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      max_side: int = DEFAULT_MAX_SIDE, max_slices: int = DEFAULT_MAX_SLICES) -> np.ndarray:
     """float32 (slices, H, W) from a folder holding one single-frame DICOM series, sorted by InstanceNumber.
 
     Hidden files and DICOMDIR indexes are ignored; every other file must be a slice of the same series.
     """
+    limits = _Limits(max_pixels, max_side, max_slices)
     folder_path = pathlib.Path(folder)
     if not folder_path.is_dir():
         raise InputError(folder, "folder does not exist" if not folder_path.exists() else "not a folder")
@@ -97,14 +142,16 @@ def read_dicom_series(folder: str | os.PathLike, *, max_pixels: int = DEFAULT_MA
                    if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR")
     if not paths:
         raise InputError(folder, "no DICOM files in the folder")
+    _check_slices(folder, len(paths), limits, "series")
     with _quiet_dicom():
-        return _read_series(folder, paths, max_pixels)
+        return _read_series(folder, paths, limits)
 
 
-def _read_series(folder: str | os.PathLike, paths: list[pathlib.Path], max_pixels: int) -> np.ndarray:
+def _read_series(folder: str | os.PathLike, paths: list[pathlib.Path], limits: _Limits) -> np.ndarray:
     slices = []
     for path in paths:
         _check_file(path)
+        _check_inflated_size(path, limits)
         dataset = _open_dicom(path)
         try:
             number = int(dataset.InstanceNumber)
@@ -120,11 +167,11 @@ def _read_series(folder: str | os.PathLike, paths: list[pathlib.Path], max_pixel
     if len(set(numbers)) != len(numbers):
         repeated = sorted({n for n in numbers if numbers.count(n) > 1})
         raise InputError(folder, f"InstanceNumber repeated across files: {repeated[:5]}")
-    total = sum(_dicom_pixel_count(dataset, path) for _, path, dataset in slices)
-    _check_pixel_count(folder, total, max_pixels, "series")
+    total = sum(_dicom_pixel_count(dataset, path, limits) for _, path, dataset in slices)
+    _check_pixel_count(folder, total, limits, "series")
     arrays = []
     for _, path, dataset in slices:
-        pixels = _dicom_pixels(dataset, path, max_pixels)
+        pixels = _dicom_pixels(dataset, path, limits)
         if pixels.ndim != 2:
             raise InputError(path, "multi-frame file inside a series folder; read it with read_image")
         if arrays and pixels.shape != arrays[0].shape:
@@ -134,34 +181,83 @@ def _read_series(folder: str | os.PathLike, paths: list[pathlib.Path], max_pixel
     return np.stack(arrays)
 
 
-def read_nifti_volume(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """float32 (slices, H, W): slice k of the stored volume as np.flipud(vol[:, :, k].T), scaling applied."""
+def read_nifti_volume(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      max_side: int = DEFAULT_MAX_SIDE, max_slices: int = DEFAULT_MAX_SLICES) -> np.ndarray:
+    """float32 (slices, H, W): slice k of the stored volume as np.flipud(vol[:, :, k].T), scaling applied.
+
+    Single-file NIfTI-1 or NIfTI-2 (.nii, or gzip-compressed .nii.gz). The header is parsed from the file's first
+    bytes and every limit checked on it before nibabel reads anything more; then only the bytes up to the end of
+    the voxels the header declares are read (decompressed), so a gzip bomb costs no more than the limits allow."""
+    limits = _Limits(max_pixels, max_side, max_slices)
     _check_file(path)
-    try:
-        image = nib.load(os.fspath(path))
-    except nib.filebasedimages.ImageFileError:
-        raise InputError(path, "not a NIfTI file (nibabel cannot identify it)") from None
-    except _DECODE_ERRORS as error:
-        raise InputError(path, f"unreadable NIfTI header ({_reason(error)})") from None
-    shape = tuple(int(n) for n in image.shape)
+    header, image_class = _nifti_header(path)
+    full_shape = tuple(int(n) for n in header.get_data_shape())
+    shape = full_shape
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) == 2:
         shape = shape + (1,)
     if len(shape) != 3:
-        raise InputError(path, f"{len(image.shape)}-D NIfTI of shape {image.shape}: only 2-D and 3-D volumes are "
+        raise InputError(path, f"{len(full_shape)}-D NIfTI of shape {full_shape}: only 2-D and 3-D volumes are "
                                "supported")
-    _check_sides(path, shape[:2])
-    _check_pixel_count(path, int(np.prod(shape)), max_pixels, "volume")
-    stored = np.dtype(image.get_data_dtype())
+    _check_pixel_count(path, int(np.prod(shape)), limits, "volume")
+    _check_sides(path, shape[:2], limits)
+    _check_slices(path, shape[2], limits, "volume")
+    stored = np.dtype(header.get_data_dtype())
     if stored.kind not in "biuf":
         raise InputError(path, f"unsupported NIfTI data type {stored} (expected integer or real voxels)")
+    header_bytes = int(header.sizeof_hdr) + 4
+    offset = max(int(header.get_data_offset()), header_bytes)
+    if offset - header_bytes > MAX_METADATA_BYTES:
+        raise InputError(path, f"header extensions of {offset - header_bytes} bytes exceed the limit of "
+                               f"{MAX_METADATA_BYTES} (refused before reading them)")
     try:
+        data = _leading_bytes(path, offset + int(np.prod(shape)) * stored.itemsize)
+        image = image_class.from_bytes(data)
         volume = np.asarray(image.get_fdata(dtype=np.float32)).reshape(shape)
-    except _DECODE_ERRORS as error:
+    except _NIFTI_ERRORS as error:
         raise InputError(path, f"truncated or corrupt voxel data ({_reason(error)})") from None
+    del image, data
     _check_finite(path, volume)
     return np.ascontiguousarray(volume.transpose(2, 1, 0)[:, ::-1, :])
+
+
+def _nifti_header(path: str | os.PathLike) -> tuple[nib.Nifti1Header, type[nib.Nifti1Image]]:
+    """The NIfTI-1 or -2 header of a single-file NIfTI, from its first 540 (decompressed) bytes only: no extension
+    is read, whatever the header claims."""
+    try:
+        block = _leading_bytes(path, max(_NIFTI_KINDS))
+    except _STREAM_ERRORS as error:
+        raise InputError(path, f"unreadable NIfTI header ({_reason(error)})") from None
+    kind = None
+    if len(block) >= 4:
+        kind = next((_NIFTI_KINDS[size] for size in struct.unpack("<i", block[:4]) + struct.unpack(">i", block[:4])
+                     if size in _NIFTI_KINDS and len(block) >= size), None)
+    if kind is None:
+        raise InputError(path, "not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
+    header_class, image_class = kind
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = header_class.from_fileobj(io.BytesIO(block[:header_class.template_dtype.itemsize]))
+    except _NIFTI_ERRORS as error:
+        raise InputError(path, f"unreadable NIfTI header ({_reason(error)})") from None
+    magic = bytes(header["magic"])[:3]
+    if magic not in _NIFTI_SINGLE_FILE_MAGIC:
+        raise InputError(path, "not a single-file NIfTI (.nii or .nii.gz); a .hdr/.img pair is not read")
+    return header, image_class
+
+
+def _leading_bytes(path: str | os.PathLike, size: int) -> bytes:
+    """The first `size` bytes of the file (fewer if it is shorter), decompressed if it is gzip: never more is read
+    or decompressed."""
+    with open(path, "rb") as file:
+        compressed = file.read(2) == _GZIP_MAGIC
+        file.seek(0)
+        if not compressed:
+            return file.read(size)
+        with gzip.GzipFile(fileobj=file) as stream:
+            return stream.read(size)
 
 
 @contextlib.contextmanager
@@ -187,13 +283,15 @@ def _check_file(path: str | os.PathLike) -> None:
         raise InputError(path, "file is empty (0 bytes)")
 
 
-def _read_raster(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
+def _read_raster(path: str | os.PathLike, limits: _Limits) -> np.ndarray:
     try:
-        with Image.open(path) as image:
-            pages = getattr(image, "n_frames", 1)
+        with Image.open(path) as image:  # reads the header only
             width, height = image.size
-            _check_sides(path, (height, width))
-            _check_pixel_count(path, width * height * pages, max_pixels, "image")
+            _check_pixel_count(path, width * height, limits, "image")
+            _check_sides(path, (height, width), limits)
+            pages = getattr(image, "n_frames", 1)
+            _check_slices(path, pages, limits, "image")
+            _check_pixel_count(path, width * height * pages, limits, "image")
             frames = []
             for page in range(pages):
                 image.seek(page)
@@ -204,7 +302,7 @@ def _read_raster(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
     except UnidentifiedImageError:
         raise _NotRaster from None
     except Image.DecompressionBombError as error:
-        raise InputError(path, f"image exceeds the limit of {max_pixels} pixels, refused before decoding "
+        raise InputError(path, f"image exceeds the limit of {limits.pixels} pixels, refused before decoding "
                                f"({_reason(error)})") from None
     except InputError:
         raise
@@ -241,7 +339,34 @@ def _open_dicom(path: str | os.PathLike, force: bool = False) -> pydicom.Dataset
         raise InputError(path, f"truncated or corrupt DICOM file ({_reason(error)})") from None
 
 
-def _dicom_pixel_count(dataset: pydicom.Dataset, path: str | os.PathLike) -> int:
+def _check_inflated_size(path: str | os.PathLike, limits: _Limits) -> None:
+    """pydicom inflates a deflated DICOM whole, in memory, before reading a tag: inflate it here first, a piece at
+    a time and counting, and refuse it once it passes what the largest allowed image (4 bytes a value) and
+    MAX_METADATA_BYTES of other elements can take."""
+    max_bytes = MAX_METADATA_BYTES + 4 * limits.pixels
+    try:
+        with open(path, "rb") as file:
+            pydicom.filereader.read_preamble(file, True)
+            # pydicom's own reader of the file meta group (private, stable since pydicom 1): it leaves the file at
+            # the start of the dataset, where the deflated stream begins.
+            meta = pydicom.filereader._read_file_meta_info(file)
+            if meta.get("TransferSyntaxUID") != pydicom.uid.DeflatedExplicitVRLittleEndian:
+                return
+            inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+            while not inflater.eof and (chunk := file.read(_INFLATE_CHUNK)):
+                while chunk and not inflater.eof:
+                    total += len(inflater.decompress(chunk, _INFLATE_CHUNK))
+                    chunk = inflater.unconsumed_tail
+                    if total > max_bytes:
+                        raise InputError(path, f"deflated DICOM inflates to more than {max_bytes} bytes (refused "
+                                               "while inflating it: a decompression bomb)")
+    except InputError:
+        raise
+    except (*_DECODE_ERRORS, pydicom.errors.InvalidDicomError):
+        return  # pydicom.dcmread says what is wrong with the file
+
+
+def _dicom_pixel_count(dataset: pydicom.Dataset, path: str | os.PathLike, limits: _Limits) -> int:
     if "PixelData" not in dataset:
         kinds = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in dataset]
         raise InputError(path, f"{kinds[0]} is not supported" if kinds else "DICOM file has no pixel data")
@@ -251,14 +376,17 @@ def _dicom_pixel_count(dataset: pydicom.Dataset, path: str | os.PathLike) -> int
         samples = int(dataset.get("SamplesPerPixel", 1) or 1)
     except (AttributeError, TypeError, ValueError):
         raise InputError(path, "DICOM header lacks valid Rows/Columns/NumberOfFrames") from None
-    _check_sides(path, (rows, columns))
     if frames < 1:
         raise InputError(path, f"NumberOfFrames is {frames}")
-    return rows * columns * frames * samples
+    count = rows * columns * frames * samples
+    _check_pixel_count(path, count, limits, "image")
+    _check_sides(path, (rows, columns), limits)
+    _check_slices(path, frames, limits, "image")
+    return count
 
 
-def _dicom_pixels(dataset: pydicom.Dataset, path: str | os.PathLike, max_pixels: int) -> np.ndarray:
-    _check_pixel_count(path, _dicom_pixel_count(dataset, path), max_pixels, "image")
+def _dicom_pixels(dataset: pydicom.Dataset, path: str | os.PathLike, limits: _Limits) -> np.ndarray:
+    _dicom_pixel_count(dataset, path, limits)
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if photometric not in _MONOCHROME | _COLOUR_PHOTOMETRICS:
         raise InputError(path, f"unsupported PhotometricInterpretation {photometric!r}")
@@ -351,14 +479,23 @@ def _rescale_of(item: pydicom.Dataset | None, default: tuple[float, float]) -> t
     return (default[0] if slope is None else float(slope), default[1] if intercept is None else float(intercept))
 
 
-def _check_sides(path: str | os.PathLike, sides: tuple[int, int]) -> None:
+def _check_sides(path: str | os.PathLike, sides: tuple[int, int], limits: _Limits) -> None:
     if min(sides) < MIN_SIDE:
         raise InputError(path, f"{_shape_text(sides)} is too small for a scan (at least {MIN_SIDE} pixels a side)")
+    if max(sides) > limits.side:
+        raise InputError(path, f"{_shape_text(sides)} slice exceeds the limit of {limits.side} pixels a side "
+                               "(max_side; refused before decoding)")
 
 
-def _check_pixel_count(path: str | os.PathLike, count: int, max_pixels: int, what: str) -> None:
-    if count > max_pixels:
-        raise InputError(path, f"{what} of {count} pixels exceeds the limit of {max_pixels} (refused before "
+def _check_slices(path: str | os.PathLike, count: int, limits: _Limits, what: str) -> None:
+    if count > limits.slices:
+        raise InputError(path, f"{what} of {count} slices exceeds the limit of {limits.slices} (max_slices; "
+                               "refused before decoding)")
+
+
+def _check_pixel_count(path: str | os.PathLike, count: int, limits: _Limits, what: str) -> None:
+    if count > limits.pixels:
+        raise InputError(path, f"{what} of {count} pixels exceeds the limit of {limits.pixels} (refused before "
                                "decoding: a decompression bomb or a wrong header)")
 
 
