@@ -72,7 +72,8 @@ def write_grid_record(grid: Grid, workdir: str, command: str) -> None:
     path = GridWorkdir(workdir).grid_record
     # Written completely under a private name, then linked: of two workers starting at once, exactly one
     # creates grid.json and the other compares against it.
-    private = f"{path}.{claims.worker_id().replace(':', '_')}"
+    # Private to this call (not only this process: two workers may be threads of one, as in the tests).
+    private = f"{path}.{claims.worker_id().replace(':', '_')}_{threading.get_ident()}"
     atomic_io.write_json(private, {**grid.to_json(), "command": command})
     try:
         os.link(private, path)
