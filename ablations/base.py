@@ -7,7 +7,7 @@ ARG is a comma-separated list of key=value: model (a registry name), preset (tin
 (NAME/CONFIG of a built TFDS dataset), variant (an ablation variant of the model: full, no_se, ...), seed.
 Any field can then be overridden on the command line, e.g. --config.total_steps=50.
 Expected (`make demo` runs this config, 600 steps; x86_64, 2 CPU cores, JAX 0.10.2 on CPU, seed 0; 21.6 min of
-training on a machine shared with other jobs, ~9 min when idle): best checkpoint by validation AUC at step 300; on
+training on a machine shared with other jobs): best checkpoint by validation AUC at step 300; on
 the held-out coronal test patients, patient-level AUC 1.000 (95% CI 1.000 to 1.000; mean probability per patient),
 slice-level AUC 0.920 (0.875 to 0.956); results/demo/metrics.json.
 

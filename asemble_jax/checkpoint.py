@@ -15,6 +15,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from asemble_jax.errors import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -116,7 +118,7 @@ def _newest_readable(manager: ocp.CheckpointManager, restore):
             return restore(step)
         except Exception as error:  # noqa: BLE001 - any unreadable step falls back to the one before it
             log.warning("checkpoint step %d in %s is unreadable (%s); trying the previous one",
-                        step, manager.directory, str(error).splitlines()[0] if str(error) else type(error).__name__)
+                        step, manager.directory, first_line(error))
     return None
 
 

@@ -26,6 +26,13 @@ class InputError(UserError, ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none: what a one-line error or
+    a log line quotes of a library's multi-line exception."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Runs an entry point's main(argv): a UserError becomes 'error: <line>' on stderr and exit status 2; a
     closed stdout (`... | head`) ends quietly."""

@@ -250,9 +250,14 @@ class Predictor:
     def __init__(self, workdir: str, *, which: str = "best"):
         graphdef, weights, self.config, self.step = load_weights(workdir, which=which)
         self.workdir = workdir
+        self._graphdef, self._host_weights = graphdef, weights
         self._dp = parallel.DataParallel(self.config.parallel)
         self._weights = self._dp.put_state(weights)
         self._predict = self._dp.predict(make_predict_step(graphdef))
+
+    def model(self) -> nnx.Module:
+        """A live model holding the same weights (for Grad-CAM), without reading the checkpoint again."""
+        return model_from_weights(self._graphdef, self._host_weights)
 
     def predict(self, dataset: str, split: str, data_dir: str | None = None):
         """(probabilities, labels, patient ids) of every example of dataset/split, each exactly once."""

@@ -49,3 +49,8 @@ def test_every_entry_point_runs_under_run_main_and_prints_no_error_itself():
 
 def _flags(text: str) -> list[str]:
     return [part.split('"')[1] for part in text.split('add_argument(')[1:] if part.startswith('"--')]
+
+
+def test_first_line_quotes_a_library_error_in_one_line():
+    assert errors.first_line(ValueError("\n  bad shape\ntraceback-like detail\n")) == "bad shape"
+    assert errors.first_line(KeyError()) == "KeyError"  # no message: the type names it

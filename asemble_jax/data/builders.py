@@ -23,7 +23,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from etils import epath
 
-from asemble_jax.errors import InputError
+from asemble_jax.errors import InputError, first_line
 
 DATASET_NAMES = ("synthetic_sij", "bone_mri", "elazig", "asas", "radiopaedia")
 FILE_FORMAT = "array_record"
@@ -134,7 +134,7 @@ def build(name: str, *, data_dir: str | os.PathLike | None = None, manual_dir: s
         raise
     except (ValueError, FileNotFoundError, AssertionError) as error:
         # TFDS's own checks (an unknown config, a missing manual folder, a failed split assertion).
-        raise InputError(name, (str(error).strip().splitlines() or [type(error).__name__])[0]) from None
+        raise InputError(name, first_line(error)) from None
     return builder
 
 

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 from asemble_jax.data.builders import get_builder
 from asemble_jax.data.examples import decode_png
 from asemble_jax.data.near_duplicates import DEFAULT_THRESHOLD, hash_hex, near_duplicate_pairs, perceptual_hash
-from asemble_jax.errors import InputError
+from asemble_jax.errors import InputError, first_line
 
 # Rows per Markdown table: enough to act on; the JSON report always holds every finding.
 MARKDOWN_ROWS = 200
@@ -47,7 +47,7 @@ def read_entries(dataset: str, data_dir: str, splits: Sequence[str] | None = Non
     try:
         builder = get_builder(dataset, data_dir=data_dir)
     except (ValueError, KeyError) as error:
-        raise InputError(dataset, str(error).splitlines()[0]) from None
+        raise InputError(dataset, first_line(error)) from None
     if not builder.is_prepared():
         raise InputError(os.path.join(data_dir, dataset), "not built here; build it with scripts/build_dataset.py")
     entries = []

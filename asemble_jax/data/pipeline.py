@@ -32,7 +32,7 @@ import tensorflow_datasets as tfds
 
 from asemble_jax.data import augment as augmentation
 from asemble_jax.data.augment import AugmentConfig
-from asemble_jax.errors import InputError
+from asemble_jax.errors import InputError, first_line
 from asemble_jax.data.examples import IMAGE_SIZE, decode_png
 from asemble_jax.data.preprocess import resize_to
 
@@ -57,14 +57,10 @@ def open_source(name: str, split: str, data_dir: str | os.PathLike | None = None
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except (tfds.core.DatasetNotFoundError, NotImplementedError, FileNotFoundError, AssertionError) as error:
-        raise InputError(where, f"no prepared array_record dataset here, build it first ({_first_line(error)})") \
+        raise InputError(where, f"no prepared array_record dataset here, build it first ({first_line(error)})") \
             from None
     except ValueError as error:
-        raise InputError(where, f"cannot read split {split!r}: {_first_line(error)}") from None
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(where, f"cannot read split {split!r}: {first_line(error)}") from None
 
 
 def _has_mask(source: Sequence[Record]) -> bool:

@@ -29,13 +29,14 @@ from asemble_jax import atomic_io
 from asemble_jax.grids.claims import DEFAULT_HEARTBEAT_S, Claim
 from asemble_jax.grids.grid import LOCALIZATION, Cell, Evaluation
 from asemble_jax.data.pipeline import open_source
+from asemble_jax.errors import first_line
 from asemble_jax.evaluation import localization_report
 from asemble_jax.provenance import now, provenance
 from asemble_jax.evaluation.evaluate import evaluate_workdir
 from asemble_jax.models.registry import count_parameters, forward_gflops
 from asemble_jax.metrics_log import MetricsLog
 from asemble_jax.train.trainer import train_and_evaluate
-from asemble_jax.workdir import Predictor, Workdir, build_model, load_trained_model
+from asemble_jax.workdir import Predictor, Workdir, build_model
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +84,15 @@ def model_costs(config: ml_collections.ConfigDict) -> dict[str, float]:
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    return f"{type(error).__name__}: {first_line(error)}" if str(error).strip() else type(error).__name__
 
 
-def _localize(cell_dir: str, evaluation: Evaluation, config: ml_collections.ConfigDict) -> dict[str, Any]:
+def _localize(cell_dir: str, evaluation: Evaluation, predictor: Predictor) -> dict[str, Any]:
     """Grad-CAM of the cell's best model against the lesion masks of the evaluation's split, with its references;
     the per-slice scores go to eval/ (pooled by the report), the figure of cases stays in the cell's folder."""
-    paths = Workdir(cell_dir)
+    paths, config = Workdir(cell_dir), predictor.config
     stem = paths.localization_stem(evaluation.dataset, evaluation.split)
-    model, _, _ = load_trained_model(cell_dir)
+    model = predictor.model()
     source = open_source(evaluation.dataset, evaluation.split, config.data.data_dir)
     result = localization_report.evaluate_localization(model, localization_report.randomised_model(config), source,
                                                        image_size=config.data.image_size,
@@ -108,7 +108,7 @@ def _evaluate(cell: Cell, cell_dir: str) -> tuple[int, list[dict[str, Any]]]:
     results = []
     for evaluation in cell.evaluations:
         if evaluation.kind == LOCALIZATION:
-            results.append(_localize(cell_dir, evaluation, predictor.config))
+            results.append(_localize(cell_dir, evaluation, predictor))
             continue
         report = evaluate_workdir(cell_dir, dataset=evaluation.dataset, split=evaluation.split, predictor=predictor)
         paths = Workdir(cell_dir)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from asemble_jax import atomic_io, checkpoint, parallel
 from asemble_jax.data import pipeline
 from asemble_jax.data.augment import AugmentConfig
-from asemble_jax.errors import UserError
+from asemble_jax.errors import UserError, first_line
 from asemble_jax.evaluation.metrics import classification_metrics
 from asemble_jax.train import optim, step as step_lib
 from asemble_jax.metrics_log import MetricsLog
@@ -166,10 +166,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
     start_step = int(state.step)
     # Records after the restored step (all of them on a fresh start) were written by a run that is being redone.
     metrics_log.truncate_after(start_step)
-    state = dp.put_state(state)
     if start_step >= config.total_steps:
         checkpoints.close()
         return finished_metrics(metrics_log, workdir, start_step)
+    state = dp.put_state(state)
 
     def evaluate(weights, step: int) -> dict[str, Any]:
         probs, labels, _ = predict_split(dp, predict_fn, weights, val_source,
@@ -261,8 +261,8 @@ def train_logging_failures(config: ml_collections.ConfigDict, workdir: str, **kw
             where = f"traceback in {log_path}"
         except OSError:
             where = "the traceback could not be written to the workdir"
-        first = (str(error).strip().splitlines() or [""])[0]
-        raise TrainingError(f"{workdir}: training stopped by {type(error).__name__}: {first} ({where})") from None
+        raise TrainingError(f"{workdir}: training stopped by {type(error).__name__}: {first_line(error)} ({where})"
+                            ) from None
 
 
 def _data_state(train_iter, best_auc: float) -> dict[str, Any]:
