@@ -1,6 +1,6 @@
 # Two commands for a fresh machine:  `make demo` (the main job)  and  `make test` (the suite CI runs).
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= data/tfds
 
