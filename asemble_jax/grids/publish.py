@@ -52,9 +52,14 @@ def provenance_lines(collected: tables.Collected, grid_command: str, table_comma
                      f"median {statistics.median(walls) / 60:.1f} min per cell. Cells ran at git commit(s) "
                      f"{_distinct(done, 'git_commit')} on {_distinct(done, 'machine')}, with "
                      f"{_cell_versions(done)}.")
-    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
-    lines.append(f"Tables made with `{table_command}` on {now()} at git commit {git_commit()} ({versions}).")
+    lines.append(made_with(table_command))
     return lines
+
+
+def made_with(table_command: str) -> str:
+    """The provenance line every table file ends its header with: the command, date, commit and versions."""
+    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
+    return f"Tables made with `{table_command}` on {now()} at git commit {git_commit()} ({versions})."
 
 
 def write_tables(workdir: str, out: str, *, command: str, threshold: str = "0.5", n_resamples: int = 2000,
