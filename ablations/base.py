@@ -70,5 +70,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.max_to_keep = 2
     config.parallel = "shard_map"  # or "pmap"
     config.compilation_cache_dir = "data/jax_cache"
+    # TensorBoard events of the metrics.jsonl records in the workdir (needs the `tensorboard` extra).
     config.tensorboard = False
     return config

@@ -29,6 +29,7 @@ from asemble_jax.errors import UserError, first_line
 from asemble_jax.evaluation.metrics import classification_metrics
 from asemble_jax.train import optim, step as step_lib
 from asemble_jax.metrics_log import MetricsLog
+from asemble_jax.tensorboard_log import TensorBoardLog
 from asemble_jax.workdir import Workdir, build_model, load_weights, make_predict_step, predict_split
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
     start_step = int(state.step)
     # Records after the restored step (all of them on a fresh start) were written by a run that is being redone.
     metrics_log.truncate_after(start_step)
+    events = TensorBoardLog(workdir, enabled=config.tensorboard and main_process)
+    events.restart(metrics_log.read())
+
+    def log_record(record: dict[str, Any]) -> None:
+        metrics_log.write(record)
+        events.write(record)
+
     if start_step >= config.total_steps:
         checkpoints.close()
         return finished_metrics(metrics_log, workdir, start_step)
@@ -176,8 +184,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
                                          batch_size=config.global_batch_size // jax.process_count(),
                                          image_size=data.image_size)
         metrics = classification_metrics(labels, probs)
-        metrics_log.write({"step": step, "split": data.val_split,
-                           **{f"val_{k}": v for k, v in metrics.items() if k != "confusion_matrix"}})
+        log_record({"step": step, "split": data.val_split,
+                    **{f"val_{k}": v for k, v in metrics.items() if k != "confusion_matrix"}})
         return metrics
 
     val_metrics: dict[str, Any] = {}
@@ -213,9 +221,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
             if log_now:
                 elapsed = time.perf_counter() - window_start
                 images_per_second = window_images / elapsed if elapsed > 0 else float("nan")
-                metrics_log.write({"step": step, "split": "train", "learning_rate": float(schedule(step - 1)),
-                                   "images_per_second": images_per_second,
-                                   **{k: float(v) for k, v in metrics.items()}})
+                log_record({"step": step, "split": "train", "learning_rate": float(schedule(step - 1)),
+                            "images_per_second": images_per_second, **{k: float(v) for k, v in metrics.items()}})
                 bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images_per_second:.0f}")
                 window_start, window_images = time.perf_counter(), 0
             if eval_now:
@@ -232,6 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
     bar.close()
     checkpoints.wait()
     checkpoints.close()
+    events.close()
     return {"step": step, "already_finished": False, **val_metrics}
 
 
