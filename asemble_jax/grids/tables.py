@@ -28,7 +28,7 @@ from asemble_jax.grids import cell as cell_lib
 from asemble_jax.grids.grid import CLASSIFICATION, Grid, TableSpec
 from asemble_jax.workdir import GridWorkdir
 from asemble_jax.errors import InputError, UserError
-from asemble_jax.evaluation.bootstrap import (PairedDifference, check_level, patient_resample_counts,
+from asemble_jax.evaluation.bootstrap import (Interval, PairedDifference, check_level, patient_resample_counts,
                                            percentile_interval, two_sided_p_value)
 from asemble_jax.evaluation.comparisons import DeLongResult, McNemarResult, delong_test, mcnemar, mcnemar_table
 from asemble_jax.evaluation.metrics import METRIC_NAMES, weighted_metrics
@@ -130,6 +130,29 @@ def paired_differences(arm: Mapping[Any, Predictions], reference: Mapping[Any, P
         results[name] = PairedDifference(name, float(estimate[name][0]), low, high,
                                          two_sided_p_value(resampled[name]), level, n_valid, int(n_patients))
     return results
+
+
+def seed_averaged_intervals(runs: Mapping[Any, Predictions], metrics: Sequence[str], *, n_resamples: int = 2000,
+                            level: float = 0.95, seed: int = 0, where: str = "table") -> dict[str, Interval]:
+    """Each metric of one arm averaged over its seeds, with the percentile interval of that average under the
+    pooled patient bootstrap of paired_differences: each resample draws test patients once and scores every
+    seed's run on them. With one seed, this is evaluation.bootstrap.bootstrap_metrics's interval of that run."""
+    check_level(level, n_resamples)
+    examples = _same_examples(runs.values(), where)
+    patients, clusters = np.unique(examples.patients, return_inverse=True)
+
+    def averaged(weights: np.ndarray) -> dict[str, np.ndarray]:
+        scored = [_scores(run, weights, clusters) for run in runs.values()]
+        return {name: np.mean([s[name] for s in scored], axis=0) for name in metrics}
+
+    estimate = averaged(np.ones((1, patients.size)))
+    (weights,) = patient_resample_counts(patients.size, n_resamples, seed, chunk_rows=n_resamples)
+    resampled = averaged(weights)
+    intervals = {}
+    for name in metrics:
+        low, high, n_valid = percentile_interval(resampled[name], level)
+        intervals[name] = Interval(float(estimate[name][0]), low, high, level, n_valid, int(patients.size))
+    return intervals
 
 
 @dataclasses.dataclass
