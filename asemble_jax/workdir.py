@@ -128,13 +128,14 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
 def build_model(config: ml_collections.ConfigDict) -> nnx.Module:
     """The model `config` describes, freshly initialised from config.seed."""
     model_config = config.model
-    variants = registry.ablation_variants()
-    if model_config.variant not in variants:
-        raise WorkdirError(f"unknown model variant {model_config.variant!r}; valid: {', '.join(variants)}")
+    variant = registry.variant_overrides(model_config.variant)
+    if variant is None:
+        raise WorkdirError(f"unknown model variant {model_config.variant!r}; valid: "
+                           f"{', '.join(registry.factorial_variants())}")
     if model_config.variant != "full" and model_config.name != "asemblenet":
         raise WorkdirError(f"variant {model_config.variant!r} is an ASembleNet ablation; "
                            f"{model_config.name} has only the variant 'full'")
-    overrides = dict(variants[model_config.variant], dtype=jnp.dtype(model_config.dtype))
+    overrides = dict(variant, dtype=jnp.dtype(model_config.dtype))
     if "image_size" in registry.constructor_arguments(model_config.name):
         overrides["image_size"] = config.data.image_size  # the one place the input size is decided
     try:

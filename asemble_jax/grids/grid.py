@@ -103,6 +103,10 @@ class TableSpec:
     metrics: tuple[str, ...] = TABLE_METRICS
     tests: tuple[str, ...] = ("paired_bootstrap",)
     costs: tuple[str, ...] = COSTS
+    budget: str = ""  # how the training budget was set, stated in the captions ("Equal steps: ...")
+    # Factorial grids: the model switches (registry.COMPONENTS) whose Shapley contributions the tables compute;
+    # the arms are then ASembleNet variant names.
+    contributions: tuple[str, ...] = ()
 
     def __post_init__(self):
         for field, values, valid in (("metrics", self.metrics, METRIC_NAMES), ("tests", self.tests, TESTS),

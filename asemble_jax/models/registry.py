@@ -33,6 +33,28 @@ ABLATION_VARIANTS: Mapping[str, Mapping[str, bool]] = {
     "convnext_only": {"use_wide_resnet": False, "use_vit": False},
     "vit_only": {"use_wide_resnet": False, "use_convnext": False},
 }
+# The full factorial of the four switches (issue 14): every combination of the three branches that keeps at least
+# one, each with and without SE, 7 x 2 = 14 variants. The eight combinations the leave-one-out grid already has
+# keep its names (so both grids share those cells); the six others are named after their SE-on twin + "_no_se".
+COMPONENTS = ("use_wide_resnet", "use_convnext", "use_vit", "use_se")
+
+
+def _factorial_variants() -> dict[str, dict[str, bool]]:
+    def switches(overrides: Mapping[str, bool]) -> tuple[bool, ...]:
+        return tuple(overrides.get(name, True) for name in COMPONENTS)
+
+    named = {switches(overrides): name for name, overrides in ABLATION_VARIANTS.items()}
+    variants = {}
+    for use_se in (True, False):
+        for name, overrides in ABLATION_VARIANTS.items():
+            if "use_se" in overrides:
+                continue
+            key = switches({**overrides, "use_se": use_se})
+            variants[named.get(key, f"{name}_no_se")] = {c: v for c, v in zip(COMPONENTS, key) if not v}
+    return variants
+
+
+FACTORIAL_VARIANTS: Mapping[str, Mapping[str, bool]] = _factorial_variants()
 # Passed by create_model itself, so never accepted as overrides.
 _CREATE_ARGUMENTS = ("rngs", "num_classes", "in_channels")
 
@@ -118,6 +140,16 @@ def create_model(name: str, preset: str = "small", *, rngs: nnx.Rngs, num_classe
 def ablation_variants() -> Mapping[str, Mapping[str, bool]]:
     """The ASembleNet ablation grid (full model, each part removed, each branch alone) as asemblenet overrides."""
     return ABLATION_VARIANTS
+
+
+def factorial_variants() -> Mapping[str, Mapping[str, bool]]:
+    """The 14 ASembleNet variants of the full factorial of COMPONENTS (at least one branch), as overrides."""
+    return FACTORIAL_VARIANTS
+
+
+def variant_overrides(variant: str) -> Mapping[str, bool] | None:
+    """The asemblenet overrides of any named variant (leave-one-out or factorial); None for an unknown name."""
+    return ABLATION_VARIANTS.get(variant, FACTORIAL_VARIANTS.get(variant))
 
 
 def forward_gflops(model: nnx.Module, size: int, in_channels: int = 1) -> float:
