@@ -21,8 +21,8 @@ import numpy as np
 from asemble_jax import atomic_io
 from asemble_jax.data.pipeline import to_model_input
 from asemble_jax.data.preprocess import preprocess
-from asemble_jax.data.readers import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DEFAULT_MAX_SLICES, MIN_SIDE, read_image,
-                                      read_nifti_volume)
+from asemble_jax.data.readers import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DEFAULT_MAX_SLICES, MIN_SIDE,
+                                      read_dicom_series, read_image, read_nifti_volume)
 from asemble_jax.errors import InputError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -47,9 +47,14 @@ def input_files(root: pathlib.Path) -> list[pathlib.Path]:
 
 def _raw_slices(path: pathlib.Path, slice_index: int | None, limits: dict[str, int]
                 ) -> list[tuple[int | None, np.ndarray]]:
-    """(slice number, or None for a 2-D image; raw 2-D values) for each slice of `path` that is asked for."""
-    is_nifti = path.name.lower().endswith(NIFTI_SUFFIXES)
-    raw = read_nifti_volume(path, **limits) if is_nifti else read_image(path, **limits)
+    """(slice number, or None for a 2-D image; raw 2-D values) for each slice of `path` (a file, or a folder of one
+    DICOM series) that is asked for."""
+    if path.is_dir():  # a folder holding one DICOM series, slices sorted by InstanceNumber (the web page's uploads)
+        raw = read_dicom_series(path, **limits)
+    elif path.name.lower().endswith(NIFTI_SUFFIXES):
+        raw = read_nifti_volume(path, **limits)
+    else:
+        raw = read_image(path, **limits)
     if raw.ndim == 2:
         return [(None, raw)]
     if slice_index is None:
