@@ -110,9 +110,10 @@ def test_paired_bootstrap_resamples_patients_once_for_the_whole_table():
 
     def value_table(weights):
         seen.append(weights)
-        return per_patient @ weights.T / weights.sum(axis=1)
+        return {"auc": per_patient @ weights.T / weights.sum(axis=1)}
 
-    result = contributions.paired_contributions(value_table, ("a", "b", "c"), n_patients, n_resamples=500, seed=7)
+    (result,) = contributions.paired_contributions(value_table, ("a", "b", "c"), n_patients, n_resamples=500,
+                                                   seed=7).values()
     (expected,) = patient_resample_counts(n_patients, 500, 7, chunk_rows=500)
     np.testing.assert_array_equal(seen[1], expected)
     point = contributions.shapley_values(per_patient.mean(axis=1))
@@ -129,8 +130,9 @@ def test_paired_bootstrap_resamples_patients_once_for_the_whole_table():
 
 
 def test_value_table_of_the_wrong_shape_is_refused():
-    with pytest.raises(ValueError, match="value_table must return"):
-        contributions.paired_contributions(lambda w: np.zeros((4, w.shape[0])), ("a", "b", "c"), 5, n_resamples=10)
+    with pytest.raises(ValueError, match="value_tables must return"):
+        contributions.paired_contributions(lambda w: {"auc": np.zeros((4, w.shape[0]))}, ("a", "b", "c"), 5,
+                                           n_resamples=10)
 
 
 def test_chance_is_a_fair_coin():

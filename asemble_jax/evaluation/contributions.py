@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -130,11 +130,12 @@ def _estimate(point: float, resampled: np.ndarray, level: float) -> Estimate:
     return Estimate(float(point), low, high, two_sided_p_value(resampled), variance, n_valid)
 
 
-def paired_contributions(value_table: Callable[[np.ndarray], np.ndarray], players: Sequence[str],
+def paired_contributions(value_tables: Callable[[np.ndarray], Mapping[str, np.ndarray]], players: Sequence[str],
                          n_patients: int, *, n_resamples: int = 2000, level: float = 0.95,
-                         seed: int = 0) -> Contributions:
-    """Shapley values and interaction indices of the game value_table(weights) -> (2**n, rows), where weights
-    is (rows, n_patients), each row how often each test patient is drawn (all ones: the data as they are).
+                         seed: int = 0) -> dict[str, Contributions]:
+    """Per statistic (metric), the Shapley values and interaction indices of the games
+    value_tables(weights) -> {statistic: (2**n, rows)}, where weights is (rows, n_patients), each row how often
+    each test patient is drawn (all ones: the data as they are).
 
     The pairing: every resample draws the test patients once (evaluation.bootstrap.patient_resample_counts, the
     project's one resampler) and the whole value table, every variant's metric, is recomputed on that one draw
@@ -143,17 +144,21 @@ def paired_contributions(value_table: Callable[[np.ndarray], np.ndarray], player
     """
     check_level(level, n_resamples)
     players = tuple(players)
-    point = np.asarray(value_table(np.ones((1, n_patients))), np.float64)
+    point = value_tables(np.ones((1, n_patients)))
     (weights,) = patient_resample_counts(n_patients, n_resamples, seed, chunk_rows=n_resamples)
-    resampled = np.asarray(value_table(weights), np.float64)
-    expected = (2 ** len(players),)
-    if point.shape != expected + (1,) or resampled.shape != expected + (n_resamples,):
-        raise ValueError(f"value_table must return ({expected[0]}, rows) for {len(players)} players; got "
-                         f"{point.shape} and {resampled.shape}")
-    phi, phi_resampled = shapley_values(point)[:, 0], shapley_values(resampled)
-    inter, inter_resampled = interaction_indices(point)[..., 0], interaction_indices(resampled)
-    shapley = {p: _estimate(phi[i], phi_resampled[i], level) for i, p in enumerate(players)}
-    interactions = {(players[i], players[j]): _estimate(inter[i, j], inter_resampled[i, j], level)
-                    for i, j in itertools.combinations(range(len(players)), 2)}
-    return Contributions(players, shapley, interactions, level, n_resamples, n_patients)
-
+    resampled = value_tables(weights)
+    results = {}
+    for statistic in point:
+        at_point = np.asarray(point[statistic], np.float64)
+        again = np.asarray(resampled[statistic], np.float64)
+        expected = (2 ** len(players),)
+        if at_point.shape != expected + (1,) or again.shape != expected + (n_resamples,):
+            raise ValueError(f"value_tables must return ({expected[0]}, rows) for {len(players)} players; got "
+                             f"{at_point.shape} and {again.shape} for {statistic}")
+        phi, phi_resampled = shapley_values(at_point)[:, 0], shapley_values(again)
+        inter, inter_resampled = interaction_indices(at_point)[..., 0], interaction_indices(again)
+        results[statistic] = Contributions(
+            players, {p: _estimate(phi[i], phi_resampled[i], level) for i, p in enumerate(players)},
+            {(players[i], players[j]): _estimate(inter[i, j], inter_resampled[i, j], level)
+             for i, j in itertools.combinations(range(len(players)), 2)}, level, n_resamples, n_patients)
+    return results
