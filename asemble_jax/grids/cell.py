@@ -6,7 +6,8 @@ still running. A cell runs inside the runner's process or as its own subprocess:
 
     python -m asemble_jax.grids.cell --cell_dir=DIR --claim=DIR/claim.0 --grid=NAME --cell='{...}'
 
-(the runner starts it so; the exit status says how it ended: see EXIT_*).
+(the runner starts it so; the exit status says how it ended: see EXIT_*). Without --claim the process that
+started it holds the claim (the Ray engine's driver).
 """
 from __future__ import annotations
 
@@ -175,19 +176,19 @@ def exit_lost() -> None:
     os._exit(EXIT_LOST)  # at once: a checkpoint written now would land in the new owner's workdir
 
 
-def stop_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
-    """SIGTERM to this process when `parent_pid` (its runner) is gone, so that a kill -9 of the runner leaves no
-    orphan cell: the trainer checkpoints on SIGTERM and the cell exits. Linux delivers it at once
+def stop_with_parent(parent_pid: int, poll_s: float = 1.0, signum: int = signal.SIGTERM) -> None:
+    """`signum` to this process when `parent_pid` (its runner) is gone, so that a kill -9 of the runner leaves no
+    orphan cell: on SIGTERM the trainer checkpoints and the cell exits. Linux delivers it at once
     (PR_SET_PDEATHSIG); a watcher thread covers other systems and a runner that died before this was set."""
     if sys.platform.startswith("linux"):
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
 
     def watch():
         while os.getppid() == parent_pid:
             time.sleep(poll_s)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
 
     threading.Thread(target=watch, name="stop with the runner", daemon=True).start()
 
@@ -196,29 +197,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", required=True, help="the cell as JSON (grid.Cell.to_json)")
     parser.add_argument("--cell_dir", required=True)
-    parser.add_argument("--claim", required=True, help="the claim file the runner took for this cell")
+    parser.add_argument("--claim", help="the claim file the runner took for this cell, to adopt and keep fresh")
     parser.add_argument("--grid", required=True, help="the grid's name")
     parser.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT_S)
     parser.add_argument("--parent_pid", type=int, help="the runner: when it dies, this cell stops as if preempted")
+    # A Ray worker that dies is followed by a retry of its cell, maybe on this node at once: its orphan must not
+    # write a checkpoint beside the retry's, so it dies without one (the retry resumes from the last one).
+    parser.add_argument("--parent_death_signal", choices=("SIGTERM", "SIGKILL"), default="SIGTERM")
     args = parser.parse_args(argv)
     if args.parent_pid:
-        stop_with_parent(args.parent_pid)
+        stop_with_parent(args.parent_pid, signum=signal.Signals[args.parent_death_signal])
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("asemble_jax").setLevel(logging.INFO)
 
-    claim = Claim.adopt(args.claim)
-    claim.start_heartbeat(args.heartbeat, on_lost=exit_lost)
+    claim = Claim.adopt(args.claim) if args.claim else None
+    if claim is not None:
+        claim.start_heartbeat(args.heartbeat, on_lost=exit_lost)
     try:
         record = execute_cell(Cell.from_json(json.loads(args.cell)), args.cell_dir, grid_name=args.grid,
                               claim=claim)
     except CellInterrupted as interrupted:
         print(f"interrupted: {interrupted}", file=sys.stderr)
-        claim.release()
+        if claim is not None:
+            claim.release()
         return EXIT_INTERRUPTED
     except ClaimLost as lost:
         print(f"lost: {lost}", file=sys.stderr)
         return EXIT_LOST
-    claim.release()
+    if claim is not None:
+        claim.release()
     if record["status"] == FAILED:
         print(f"failed: {record['error']}", file=sys.stderr)
         return EXIT_FAILED

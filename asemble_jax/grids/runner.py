@@ -136,6 +136,8 @@ class Progress:
     workdir: str
     stale_after: float
     finished_here: list[float] = dataclasses.field(default_factory=list)  # wall times of cells this worker ran
+    # How many cells can run at once (a Ray cluster's room), when cells held are not all running: queued too.
+    slots: int | None = None
 
     def line(self, cells: tuple[Cell, ...]) -> str:
         statuses = [cell_status(self.workdir, c, stale_after=self.stale_after) for c in cells]
@@ -146,7 +148,7 @@ class Progress:
                                        and r["status"] == DONE]
         eta = "unknown"
         if times:
-            workers = max(1, counts[RUNNING])
+            workers = max(1, min(counts[RUNNING], self.slots) if self.slots else counts[RUNNING])
             eta = _duration(remaining * sum(times) / len(times) / workers)
         return (f"[{counts[DONE]} done, {counts[FAILED]} failed, {counts[RUNNING]} running, {remaining} to go "
                 f"of {self.total}; ETA {eta}]")
@@ -198,36 +200,54 @@ def _tail(path: str, lines: int = 5) -> str:
         return ""
 
 
-def _run_subprocess(cell: Cell, directory: str, claim: claims.Claim, grid: Grid, stop: _StopFlag,
-                    heartbeat: float) -> str:
-    """Runs the cell in a child process, which adopts the claim; returns done / failed / interrupted / lost."""
-    command = [sys.executable, "-m", "asemble_jax.grids.cell", f"--cell={json.dumps(cell.to_json())}",
-               f"--cell_dir={directory}", f"--claim={claim.path}", f"--grid={grid.name}", f"--heartbeat={heartbeat}",
-               f"--parent_pid={os.getpid()}"]
-    start = time.perf_counter()
-    log_path = Workdir(directory).cell_log
-    with open(log_path, "a") as log:
-        # Its own session: a Ctrl-C in the terminal reaches only this runner, which passes on a SIGTERM.
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        stop.child = child
-        code = child.wait()
-        stop.child = None
+def cell_arguments(cell: Cell, directory: str, grid: Grid, *, claim_path: str | None = None,
+                   heartbeat: float = claims.DEFAULT_HEARTBEAT_S) -> list[str]:
+    """The cell process's arguments after the interpreter, for this runner or a Ray worker (which adds its own
+    interpreter and --parent_pid): with `claim_path` the cell adopts that claim and keeps it fresh."""
+    arguments = ["-m", "asemble_jax.grids.cell", f"--cell={json.dumps(cell.to_json())}", f"--cell_dir={directory}",
+                 f"--grid={grid.name}"]
+    return arguments + ([f"--claim={claim_path}", f"--heartbeat={heartbeat}"] if claim_path else [])
+
+
+def cell_outcome(code: int, cell: Cell, directory: str, grid: Grid, elapsed: float, *, stopped: bool) -> str:
+    """done / failed / interrupted / lost from a cell process's exit status. A process that died before it could
+    write its record (killed, out of memory) gets a failure record naming how it died; `stopped`: a signal was
+    passed on to it, so a death by that signal is an interruption."""
     if code == cell_lib.EXIT_INTERRUPTED:
         return "interrupted"
     if code == cell_lib.EXIT_LOST:
         return "lost"
     if code in (cell_lib.EXIT_DONE, cell_lib.EXIT_FAILED):
         return DONE if code == cell_lib.EXIT_DONE else FAILED
-    claim.release()
-    if stop.raised:  # killed by the signal we passed on before the trainer could catch it
+    if stopped:  # killed by the signal we passed on before the trainer could catch it
         return "interrupted"
     reason = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
     if code == -signal.SIGKILL:
         reason += " (out of memory?)"
-    error = f"cell process {reason}; last output: {_tail(log_path)}"
-    atomic_io.write_json(Workdir(directory).cell_record,
-                         cell_lib.failure_record(cell, grid.name, error, time.perf_counter() - start))
+    record_failure(cell, directory, grid, f"cell process {reason}; last output: {_tail(Workdir(directory).cell_log)}",
+                   elapsed)
     return FAILED
+
+
+def record_failure(cell: Cell, directory: str, grid: Grid, error: str, elapsed: float) -> None:
+    atomic_io.write_json(Workdir(directory).cell_record, cell_lib.failure_record(cell, grid.name, error, elapsed))
+
+
+def _run_subprocess(cell: Cell, directory: str, claim: claims.Claim, grid: Grid, stop: _StopFlag,
+                    heartbeat: float) -> str:
+    """Runs the cell in a child process, which adopts the claim; returns done / failed / interrupted / lost."""
+    command = [sys.executable, *cell_arguments(cell, directory, grid, claim_path=claim.path, heartbeat=heartbeat),
+               f"--parent_pid={os.getpid()}"]
+    start = time.perf_counter()
+    with open(Workdir(directory).cell_log, "a") as log:
+        # Its own session: a Ctrl-C in the terminal reaches only this runner, which passes on a SIGTERM.
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stop.child = child
+        code = child.wait()
+        stop.child = None
+    if code not in (cell_lib.EXIT_INTERRUPTED, cell_lib.EXIT_LOST, cell_lib.EXIT_DONE, cell_lib.EXIT_FAILED):
+        claim.release()  # the child died holding it
+    return cell_outcome(code, cell, directory, grid, time.perf_counter() - start, stopped=stop.raised)
 
 
 def _run_in_process(cell: Cell, directory: str, claim: claims.Claim, grid: Grid, heartbeat: float,
@@ -244,70 +264,104 @@ def _run_in_process(cell: Cell, directory: str, claim: claims.Claim, grid: Grid,
     return record["status"]
 
 
+class GridRun:
+    """One worker's pass over a grid, whatever runs the cells (this process: run_grid; a Ray cluster:
+    grids/ray_engine.py): the grid record, which cells to skip, their claims, the progress lines, the summary."""
+
+    def __init__(self, grid: Grid, workdir: str, *, only: str | None, retry_failed: bool, stale_after: float,
+                 heartbeat: float, command: str, report: Callable[[str], None]):
+        if heartbeat >= stale_after:
+            raise RunnerError(f"heartbeat ({heartbeat} s) must be shorter than stale_after ({stale_after} s)")
+        try:
+            self.cells = grid.select(only)
+        except GridError as error:
+            raise RunnerError(str(error)) from None
+        os.makedirs(workdir, exist_ok=True)
+        write_grid_record(grid, workdir, command or command_line(grid, workdir, {}))
+        self.grid, self.workdir, self.stale_after, self.report = grid, workdir, stale_after, report
+        self.progress = Progress(len(self.cells), workdir, stale_after)
+        self.summary = Summary()
+        self.finished = {DONE} if retry_failed else {DONE, FAILED}
+
+    def claim(self, cell: Cell) -> claims.Claim | None:
+        """The cell's claim when this worker is to run it; None (the cell skipped) when it is finished or another
+        worker holds it."""
+        directory = cell_dir(self.workdir, cell)
+        if cell_status(self.workdir, cell, stale_after=self.stale_after) in self.finished:
+            self.summary.skipped.append(cell.name)
+            return None
+        claim = claims.try_claim(directory, stale_after=self.stale_after)
+        if claim is None:
+            self.summary.skipped.append(cell.name)
+            return None
+        # Another worker may have finished it between the status check and the claim.
+        record = cell_lib.read_record(directory)
+        if record is not None and record["status"] in self.finished:
+            claim.release()
+            self.summary.skipped.append(cell.name)
+            return None
+        return claim
+
+    def started(self, cell: Cell, verb: str = "starting") -> None:
+        self.report(f"{self.progress.line(self.cells)} {verb} {cell.name}")
+
+    def ended(self, cell: Cell, outcome: str, elapsed: float, where: str = "") -> None:
+        """Reports a cell's outcome (done / failed / interrupted / lost) and counts it."""
+        if outcome == "interrupted":
+            self.summary.interrupted = True
+            self.report(f"{cell.name}: interrupted after {_duration(elapsed)}; rerun the command to resume it")
+            return
+        if outcome == "lost":
+            self.report(f"{cell.name}: another worker took this cell over; not recorded here")
+            return
+        self.summary.ran.append(cell.name)
+        if outcome == FAILED:
+            self.summary.failed.append(cell.name)
+            directory = cell_dir(self.workdir, cell)
+            error = (cell_lib.read_record(directory) or {}).get("error")
+            self.report(f"{cell.name}: FAILED after {_duration(elapsed)}{where}: {error} (details in {directory}/)")
+        else:
+            self.progress.finished_here.append(elapsed)
+            self.report(f"{cell.name}: done in {_duration(elapsed)}{where}")
+
+    def close(self) -> Summary:
+        """The summary, with the selected cells that have no record; reports both."""
+        summary, cells = self.summary, self.cells
+        summary.not_done = [cell.name for cell in cells
+                            if cell_status(self.workdir, cell, stale_after=self.stale_after) not in (DONE, FAILED)]
+        self.report(f"{self.progress.line(cells)} this worker ran {len(summary.ran)} cell(s), "
+                    f"{len(summary.failed)} failed" + (", stopped by a signal" if summary.interrupted else ""))
+        if summary.not_done:
+            shown = ", ".join(summary.not_done[:10]) + (f" and {len(summary.not_done) - 10} more"
+                                                         if len(summary.not_done) > 10 else "")
+            self.report(f"grid incomplete: {len(summary.not_done)} cell(s) not done ({shown}); running elsewhere "
+                        "or interrupted: rerun this command to continue them")
+        return summary
+
+
 def run_grid(grid: Grid, workdir: str, *, only: str | None = None, in_process: bool = False,
              retry_failed: bool = False, stale_after: float = claims.DEFAULT_STALE_AFTER_S,
              heartbeat: float = claims.DEFAULT_HEARTBEAT_S, command: str = "",
              report: Callable[[str], None] = functools.partial(print, flush=True)) -> Summary:
     """Runs every selected cell that is neither finished nor held by a live worker, in grid order."""
-    if heartbeat >= stale_after:
-        raise RunnerError(f"heartbeat ({heartbeat} s) must be shorter than stale_after ({stale_after} s)")
-    try:
-        cells = grid.select(only)
-    except GridError as error:
-        raise RunnerError(str(error)) from None
-    os.makedirs(workdir, exist_ok=True)
-    write_grid_record(grid, workdir, command or command_line(grid, workdir, {}))
-    progress = Progress(len(cells), workdir, stale_after)
-    summary = Summary()
-    finished = {DONE} if retry_failed else {DONE, FAILED}
+    run = GridRun(grid, workdir, only=only, retry_failed=retry_failed, stale_after=stale_after, heartbeat=heartbeat,
+                  command=command, report=report)
     with _StopFlag(in_process) as stop:
-        for cell in cells:
+        for cell in run.cells:
             if stop.raised:
-                summary.interrupted = True
+                run.summary.interrupted = True
                 break
-            directory = cell_dir(workdir, cell)
-            if cell_status(workdir, cell, stale_after=stale_after) in finished:
-                summary.skipped.append(cell.name)
-                continue
-            claim = claims.try_claim(directory, stale_after=stale_after)
+            claim = run.claim(cell)
             if claim is None:
-                summary.skipped.append(cell.name)
                 continue
-            # Another worker may have finished it between the status check and the claim.
-            record = cell_lib.read_record(directory)
-            if record is not None and record["status"] in finished:
-                claim.release()
-                summary.skipped.append(cell.name)
-                continue
-            report(f"{progress.line(cells)} starting {cell.name}")
+            directory = cell_dir(workdir, cell)
+            run.started(cell)
             start = time.perf_counter()
             if in_process:
                 outcome = _run_in_process(cell, directory, claim, grid, heartbeat, progress=sys.stderr.isatty())
             else:
                 outcome = _run_subprocess(cell, directory, claim, grid, stop, heartbeat)
-            elapsed = time.perf_counter() - start
+            run.ended(cell, outcome, time.perf_counter() - start)
             if outcome == "interrupted":
-                summary.interrupted = True
-                report(f"{cell.name}: interrupted after {_duration(elapsed)}; rerun the command to resume it")
                 break
-            if outcome == "lost":
-                report(f"{cell.name}: another worker took this cell over; not recorded here")
-                continue
-            summary.ran.append(cell.name)
-            if outcome == FAILED:
-                summary.failed.append(cell.name)
-                error = (cell_lib.read_record(directory) or {}).get("error")
-                report(f"{cell.name}: FAILED after {_duration(elapsed)}: {error} (details in {directory}/)")
-            else:
-                progress.finished_here.append(elapsed)
-                report(f"{cell.name}: done in {_duration(elapsed)}")
-    summary.not_done = [cell.name for cell in cells if cell_status(workdir, cell, stale_after=stale_after)
-                        not in (DONE, FAILED)]
-    report(f"{progress.line(cells)} this worker ran {len(summary.ran)} cell(s), {len(summary.failed)} failed"
-           + (", stopped by a signal" if summary.interrupted else ""))
-    if summary.not_done:
-        shown = ", ".join(summary.not_done[:10]) + (f" and {len(summary.not_done) - 10} more"
-                                                     if len(summary.not_done) > 10 else "")
-        report(f"grid incomplete: {len(summary.not_done)} cell(s) not done ({shown}); running elsewhere or "
-               "interrupted: rerun this command to continue them")
-    return summary
+    return run.close()
