@@ -70,25 +70,32 @@ class Cell:
     config: str  # "path/to/config.py:ARG", as scripts/train.py's --config takes it
     overrides: Mapping[str, Any]  # dotted config fields, e.g. {"total_steps": 300, "data.train_split": "fold0_train"}
     evaluations: tuple[Evaluation, ...]
+    # What one run of the cell takes of a cluster, as Ray counts it ({"GPU": 1}, {"TPU": 4}, {"CPU": 2}); where
+    # it runs, not what it computes, so not part of its identity. The local runner runs one cell at a time.
+    resources: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def build_config(self) -> ml_collections.ConfigDict:
         return apply_overrides(load_config(self.config), self.overrides)
 
     def to_json(self) -> dict[str, Any]:
-        return _jsonable({"name": self.name, "factors": dict(self.factors), "config": self.config,
-                          "overrides": dict(self.overrides),
-                          "evaluations": [e.to_json() for e in self.evaluations]})
+        payload = {"name": self.name, "factors": dict(self.factors), "config": self.config,
+                   "overrides": dict(self.overrides), "evaluations": [e.to_json() for e in self.evaluations]}
+        if self.resources:  # records of grids without resources stay identical
+            payload["resources"] = dict(self.resources)
+        return _jsonable(payload)
 
     @classmethod
     def from_json(cls, payload: Mapping[str, Any]) -> Cell:
         return cls(name=payload["name"], factors=dict(payload["factors"]), config=payload["config"],
                    overrides=dict(payload["overrides"]),
-                   evaluations=tuple(Evaluation(**e) for e in payload["evaluations"]))
+                   evaluations=tuple(Evaluation(**e) for e in payload["evaluations"]),
+                   resources=dict(payload.get("resources", {})))
 
     def identity(self) -> dict[str, Any]:
         """What makes two cells the same run, wherever the repository is checked out: the config file's folder
-        is left out."""
+        and the resources it ran on are left out."""
         payload = self.to_json()
+        payload.pop("resources", None)
         path, sep, arg = self.config.partition(":")
         payload["config"] = os.path.basename(path) + sep + arg
         return payload
@@ -173,6 +180,11 @@ class Grid:
         cells = tuple(dataclasses.replace(cell, overrides={**cell.overrides, **overrides}) for cell in self.cells)
         return dataclasses.replace(self, cells=cells)
 
+    def with_resources(self, resources: Mapping[str, float]) -> Grid:
+        """The same grid with every cell taking `resources` (e.g. from the command line) instead of its own."""
+        return dataclasses.replace(self, cells=tuple(dataclasses.replace(cell, resources=dict(resources))
+                                                     for cell in self.cells))
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "spec": self.spec, "notes": self.notes, "table": self.table.to_json(),
                 "cells": [cell.to_json() for cell in self.cells]}
@@ -193,6 +205,26 @@ def load_grid(spec: str) -> Grid:
     if not hasattr(module, "get_grid"):
         raise GridError(f"{path}: a grid file defines get_grid(arg) -> Grid")
     return dataclasses.replace(module.get_grid(arg or None), spec=spec)
+
+
+_RESOURCE = re.compile(r"[A-Za-z_][A-Za-z0-9_:.-]*")
+
+
+def parse_resources(text: str) -> dict[str, float]:
+    """A cell's resources from "GPU=1", "CPU=4,TPU=4" or "CPU=1,my_label=1" (Ray's names: CPU, GPU, TPU, any
+    custom resource of the cluster's nodes); GridError for anything else."""
+    resources = {}
+    for item in text.split(","):
+        key, sep, value = item.strip().partition("=")
+        try:
+            amount = float(value)
+        except ValueError:
+            amount = -1.0
+        if not sep or not _RESOURCE.fullmatch(key) or not 0 <= amount < float("inf") or key in resources:
+            raise GridError(f"resources {text!r}: each item is NAME=AMOUNT (a number >= 0, each name once), "
+                            "e.g. GPU=1 or CPU=4,TPU=4")
+        resources[key] = amount
+    return resources
 
 
 def parse_list(value: str) -> list[str]:
