@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= data/tfds
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean serve
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/python scripts/demo.py --data_dir=$(DATA_DIR) --out=results/demo
+
+# The clinician web page over the demo's model (after `make demo`), on http://127.0.0.1:8000/ (install brings
+# the web extra in with the test extra).
+serve: install
+	$(BIN)/python scripts/serve.py --workdir=workdirs/demo --eval_dir=results/demo/eval
 
 test: install
 	$(BIN)/python -m pytest -n 2 -q
