@@ -105,7 +105,8 @@ def read_distribution(dataset: str, data_dir: str | os.PathLike) -> Distribution
         builder = get_builder(dataset, data_dir=data_dir)
     except (ValueError, KeyError) as error:
         raise InputError(dataset, first_line(error)) from None
-    if not builder.is_prepared():
+    # A missing folder first: is_prepared() would log a warning about it, and "not built" is no error here.
+    if not builder.data_path.exists() or not builder.is_prepared():
         return Distribution(dataset, built=False)
     return distribution_of(builder, dataset)
 
