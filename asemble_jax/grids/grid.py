@@ -196,6 +196,22 @@ class Grid:
                    cells=tuple(Cell.from_json(cell) for cell in payload["cells"]))
 
 
+def conflicting_cell(first: Grid, second: Grid) -> str | None:
+    """The first cell name the two grids both have but as different runs (Cell.identity), said in words; None when
+    every shared name is the same run. Grids whose shared cells agree may use one workdir: a cell is trained once,
+    whichever grid asks for it (the factorial and the leave-one-out component grids)."""
+    theirs = {cell.name: cell.identity() for cell in second.cells}
+    for cell in first.cells:
+        other = theirs.get(cell.name)
+        if other is None:
+            continue
+        mine = cell.identity()
+        for field in sorted(set(mine) | set(other)):
+            if mine.get(field) != other.get(field):
+                return f"cell {cell.name}: {field} was {mine.get(field)}, now {other.get(field)}"
+    return None
+
+
 def load_grid(spec: str) -> Grid:
     """The grid of "path/to/grid.py[:ARG]": the file's get_grid(ARG)."""
     path, _, arg = spec.partition(":")

@@ -13,6 +13,12 @@ differences are averaged over seeds. The 2.5 and 97.5 percentiles of that averag
 interval; the p-value is two-sided, 2 * min(P*(d <= 0), P*(d >= 0)), as evaluation.bootstrap.paired_bootstrap
 defines it. Seed-to-seed variation enters through the average; patient-to-patient variation through the
 resampling; slices of one patient are never treated as independent.
+
+Multiplicity (issue 14): each table is one family, all of its Δ p-values (every arm against the reference, every
+metric, on that one test set); beside each p-value stand its Holm-adjusted p and its Benjamini-Hochberg q
+(evaluation/multiplicity.py). Power: the header gives the smallest Δ AUC the grid could detect and the seeds a Δ AUC
+of 0.01 would need, from each comparison's seed-to-seed variance and patient-bootstrap variance
+(evaluation/power.py). Factorial grids add contribution sections (grids/factorial.py).
 """
 from __future__ import annotations
 
@@ -31,12 +37,14 @@ from asemble_jax.errors import InputError, UserError
 from asemble_jax.evaluation.bootstrap import (Interval, PairedDifference, check_level, patient_resample_counts,
                                            percentile_interval, two_sided_p_value)
 from asemble_jax.evaluation.comparisons import DeLongResult, McNemarResult, delong_test, mcnemar, mcnemar_table
+from asemble_jax.evaluation import multiplicity, power as power_lib
 from asemble_jax.evaluation.metrics import METRIC_NAMES, weighted_metrics
 
 METRIC_LABELS = {"auc": "AUC", "accuracy": "accuracy", "f1": "F1", "recall": "sensitivity",
                  "specificity": "specificity", "precision": "precision"}
 COST_LABELS = {"params": "params", "gflops": "GFLOPs", "train_images_per_second": "train img/s"}
 THRESHOLDS = ("0.5", "youden")
+POWER_METRIC, POWER_TARGET = "auc", 0.01  # the header's power statement: which Δ, and which Δ the seeds are for
 
 
 class TableError(UserError, ValueError):
@@ -103,10 +111,18 @@ def paired_differences(arm: Mapping[Any, Predictions], reference: Mapping[Any, P
                        where: str = "table") -> dict[str, PairedDifference]:
     """metric(arm) - metric(reference), averaged over the seeds both have, with the pooled paired bootstrap over
     patients (module docstring). Empty when they share no seed."""
+    return _paired_resampled(arm, reference, metrics, n_resamples=n_resamples, level=level, seed=seed,
+                             where=where)[0]
+
+
+def _paired_resampled(arm: Mapping[Any, Predictions], reference: Mapping[Any, Predictions],
+                      metrics: Sequence[str], *, n_resamples: int, level: float, seed: int,
+                      where: str) -> tuple[dict[str, PairedDifference], dict[str, np.ndarray]]:
+    """paired_differences, and each metric's resampled differences (for the power statement)."""
     check_level(level, n_resamples)
     seeds = sorted(set(arm) & set(reference), key=str)
     if not seeds:
-        return {}
+        return {}, {}
     examples = _same_examples([*(arm[s] for s in seeds), *(reference[s] for s in seeds)], where)
     patients, clusters = np.unique(examples.patients, return_inverse=True)
     n_patients = patients.size
@@ -129,7 +145,7 @@ def paired_differences(arm: Mapping[Any, Predictions], reference: Mapping[Any, P
         low, high, n_valid = percentile_interval(resampled[name], level)
         results[name] = PairedDifference(name, float(estimate[name][0]), low, high,
                                          two_sided_p_value(resampled[name]), level, n_valid, int(n_patients))
-    return results
+    return results, resampled
 
 
 def seed_averaged_intervals(runs: Mapping[Any, Predictions], metrics: Sequence[str], *, n_resamples: int = 2000,
@@ -165,6 +181,22 @@ class ArmRow:
     mcnemar: dict[Any, McNemarResult]  # per seed, vs the reference's run of the same seed
     delong: dict[Any, DeLongResult]
     costs: dict[str, float | None]
+    adjusted: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)  # metric -> (Holm, BH q)
+    power: power_lib.Power | None = None  # of its Δ POWER_METRIC
+
+
+def bootstrap_variance(resampled: np.ndarray) -> float:
+    """Variance over the finite bootstrap resamples (NaN below two)."""
+    finite = resampled[np.isfinite(resampled)]
+    return float(np.var(finite, ddof=1)) if finite.size > 1 else math.nan
+
+
+def adjust(rows: Sequence[ArmRow]) -> None:
+    """Holm and BH over the family of every Δ p-value of these rows (one table), stored in row.adjusted."""
+    keys = [(row, m) for row in rows for m, d in row.difference.items()]
+    p = [row.difference[m].p_value for row, m in keys]
+    for (row, m), h, q in zip(keys, multiplicity.holm(p), multiplicity.benjamini_hochberg(p)):
+        row.adjusted[m] = (float(h), float(q))
 
 
 @dataclasses.dataclass
@@ -192,8 +224,15 @@ def compute_rows(runs: Mapping[str, Mapping[Any, Predictions]], costs: Mapping[s
         row = ArmRow(arm, tuple(per_seed), mean, sd, {}, {}, {}, dict(costs.get(arm, {})))
         if arm != spec.reference:
             if "paired_bootstrap" in spec.tests:
-                row.difference = paired_differences(per_seed, reference, spec.metrics, n_resamples=n_resamples,
-                                                    seed=seed, where=where)
+                row.difference, resampled = _paired_resampled(per_seed, reference, spec.metrics,
+                                                              n_resamples=n_resamples, level=0.95, seed=seed,
+                                                              where=where)
+                if POWER_METRIC in resampled:
+                    shared = sorted(set(per_seed) & set(reference), key=str)
+                    per_seed_delta = [run_metrics(per_seed[s])[POWER_METRIC] - run_metrics(reference[s])[POWER_METRIC]
+                                      for s in shared]
+                    row.power = power_lib.grid_power(per_seed_delta, bootstrap_variance(resampled[POWER_METRIC]),
+                                                     target=POWER_TARGET)
             for s in sorted(set(per_seed) & set(reference), key=str):
                 a, b = per_seed[s], reference[s]
                 _same_examples([a, b], where)
@@ -202,6 +241,7 @@ def compute_rows(runs: Mapping[str, Mapping[Any, Predictions]], costs: Mapping[s
                 if "delong" in spec.tests:
                     row.delong[s] = delong_test(a.labels, a.probabilities, b.probabilities)
         rows.append(row)
+    adjust(rows)
     return rows
 
 
@@ -327,16 +367,57 @@ def caption(table: Table, spec: TableSpec, *, threshold: str, n_resamples: int) 
         text += (f" McNemar (exact binomial below 25 discordant slices, else chi-square with continuity correction) "
                  f"on decisions and DeLong on AUC, per seed against {spec.reference} of the same seed; both treat "
                  "slices as independent, which the patient bootstrap does not.")
+    if any(row.difference for row in table.rows):
+        text += family_text(table, spec) + power_text(table.rows)
+    if spec.budget:
+        text += f" Training budget: {spec.budget}"
     text += (" Params include BatchNorm statistics; GFLOPs: XLA's count for one forward pass at the cells' input "
              "size; train img/s: median over the logged windows after the first (which includes compilation), mean "
              "over the arm's cells, on the machine that ran them.")
     return text
 
 
+def family_text(table: Table, spec: TableSpec) -> str:
+    compared = [row for row in table.rows if row.difference]
+    n = sum(len(row.difference) for row in compared)
+    labels = ", ".join(METRIC_LABELS[m] for m in spec.metrics)
+    return (f" Multiplicity: Holm-adjusted p (family-wise error) and Benjamini-Hochberg q (false discovery rate) "
+            f"over one family, this table's {n} Δ p-values ({len(compared)} {spec.arm}s vs {spec.reference} x "
+            f"{len(spec.metrics)} metrics: {labels}) on {table.evaluated_on} only; each other table is its own "
+            "family.")
+
+
+def _count(value: float) -> str:
+    return "∞" if math.isinf(value) else f"{value:.0f}"
+
+
+def power_text(rows: Sequence[ArmRow], label: str = f"Δ {METRIC_LABELS[POWER_METRIC]}",
+               what: str = "comparisons") -> str:
+    """The header's power statement over the rows' (or contributions') Power of POWER_METRIC."""
+    powers = [row.power if isinstance(row, ArmRow) else row for row in rows]
+    powers = [p for p in powers if p is not None and math.isfinite(p.minimum_detectable)]
+    if not powers:
+        return f" Power of {label}: not estimable (it needs at least two seeds)."
+    detectable = [p.minimum_detectable for p in powers]
+    needed = [p.seeds_needed for p in powers]
+    seeds = sorted({p.seeds for p in powers})
+    infinite = sum(math.isinf(n) for n in needed)
+    text = (f" Power (two-sided α = {power_lib.ALPHA}, power {power_lib.POWER}, normal approximation; SE² = "
+            "seed-to-seed variance of the per-seed statistic / seeds + patient-bootstrap variance of the "
+            f"seed-averaged one): the smallest {label} these {'/'.join(map(str, seeds))} seeds could detect is "
+            f"{_number(float(np.median(detectable)))} (median over the {len(powers)} {what}; range "
+            f"{_number(min(detectable))} to {_number(max(detectable))}); a {label} of {POWER_TARGET} would need "
+            f"{_count(float(np.median(needed)))} seeds (median; range {_count(min(needed))} to {_count(max(needed))})")
+    if infinite:
+        text += (f", and for {infinite} of the {len(powers)} no number of seeds suffices: the sampling of the "
+                 f"test patients alone leaves more variance than ({POWER_TARGET} / {power_lib.z_sum():.2f})²")
+    return text + "."
+
+
 def _columns(spec: TableSpec) -> list[str]:
     columns = [spec.arm, "seeds", *(METRIC_LABELS[m] for m in spec.metrics)]
     if "paired_bootstrap" in spec.tests:
-        columns += [f"Δ {METRIC_LABELS[m]} [95% CI] p" for m in spec.metrics]
+        columns += [f"Δ {METRIC_LABELS[m]} [95% CI] p, Holm, q" for m in spec.metrics]
     if "mcnemar" in spec.tests:
         columns.append("McNemar p per seed")
     if "delong" in spec.tests:
@@ -354,12 +435,17 @@ def _cells(row: ArmRow, spec: TableSpec, *, minus: str = "−", pm: str = "±") 
         for m in spec.metrics:
             d = row.difference.get(m)
             cells.append("–" if d is None else
-                         f"{signed(d.difference)} [{signed(d.low)}, {signed(d.high)}] p={_p(d.p_value)}")
+                         f"{signed(d.difference)} [{signed(d.low)}, {signed(d.high)}] p={_p(d.p_value)}"
+                         + _adjusted(row.adjusted.get(m)))
     if "mcnemar" in spec.tests:
         cells.append(", ".join(_p(r.p_value) for r in row.mcnemar.values()) or "–")
     if "delong" in spec.tests:
         cells.append(", ".join(_p(r.p_value) for r in row.delong.values()) or "–")
     return cells + [_cost(c, row.costs.get(c)) for c in spec.costs]
+
+
+def _adjusted(adjusted: tuple[float, float] | None) -> str:
+    return "" if adjusted is None else f", Holm {_p(adjusted[0])}, q {_p(adjusted[1])}"
 
 
 def markdown(table: Table, spec: TableSpec) -> str:
@@ -397,7 +483,10 @@ def csv_rows(tables: Sequence[Table], spec: TableSpec) -> tuple[list[str], list[
         header += [f"{m}_mean", f"{m}_sd"]
     if "paired_bootstrap" in spec.tests:
         for m in spec.metrics:
-            header += [f"delta_{m}", f"delta_{m}_ci_low", f"delta_{m}_ci_high", f"delta_{m}_p"]
+            header += [f"delta_{m}", f"delta_{m}_ci_low", f"delta_{m}_ci_high", f"delta_{m}_p", f"delta_{m}_p_holm",
+                       f"delta_{m}_q_bh"]
+        header += [f"delta_{POWER_METRIC}_seed_variance", f"delta_{POWER_METRIC}_patient_variance",
+                   f"delta_{POWER_METRIC}_min_detectable", f"delta_{POWER_METRIC}_seeds_for_{POWER_TARGET}"]
     header += list(spec.costs)
     rows = []
     for table in tables:
@@ -409,7 +498,11 @@ def csv_rows(tables: Sequence[Table], spec: TableSpec) -> tuple[list[str], list[
             if "paired_bootstrap" in spec.tests:
                 for m in spec.metrics:
                     d = row.difference.get(m)
-                    values += ["", "", "", ""] if d is None else [d.difference, d.low, d.high, d.p_value]
+                    values += (["", "", "", "", "", ""] if d is None else
+                               [d.difference, d.low, d.high, d.p_value, *row.adjusted.get(m, ("", ""))])
+                pw = row.power
+                values += (["", "", "", ""] if pw is None else
+                           [pw.seed_variance, pw.patient_variance, pw.minimum_detectable, pw.seeds_needed])
             values += ["" if row.costs.get(c) is None else row.costs[c] for c in spec.costs]
             rows.append(values)
     return header, rows
