@@ -1,17 +1,27 @@
-"""Writes that never leave a half-written file behind: a temporary file in the same folder, then os.replace."""
+"""Writes that never leave a half-written file behind: a temporary file in the same folder, then os.replace; on
+an object store (a URL) the content is kept in memory and uploaded as one object, which is atomic there."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
 from typing import IO, Any, Iterator
+
+from asemble_jax import storage
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Like open(path, mode) for writing, but readers see either the old file or the complete new one."""
     path = os.fspath(path)
+    if storage.is_url(path):
+        buffer = io.BytesIO() if "b" in mode else io.StringIO()
+        yield buffer  # an exception here uploads nothing
+        value = buffer.getvalue()
+        storage.write_bytes(path, value if isinstance(value, bytes) else value.encode("utf-8"))
+        return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     encoding = None if "b" in mode else "utf-8"

@@ -1,7 +1,9 @@
 """Preemption-safe checkpoints of a workdir's training state and data iterator, with Orbax.
 
-Orbax writes each step into a temporary folder and renames it when complete, so a kill mid-write leaves the
-previous steps intact. A latest step that is there but unreadable (a truncated file, a bad disk) is reported and
+Orbax writes each step into a temporary folder and renames it when complete (on an object store, which has no
+rename, it writes the step in place and marks it complete last, with a commit_success.txt), so a kill mid-write
+leaves the previous steps intact. A workdir URL (gs://...) is handed to Orbax as it is: it writes there through
+tensorstore. A latest step that is there but unreadable (a truncated file, a bad disk) is reported and
 the newest readable step before it is used. The best step by validation AUC is kept apart in `best/`, so that
 `max_to_keep` never deletes it. Inference restores the weights alone (restore_weights): the optimiser state stays
 on disk.
@@ -15,6 +17,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from asemble_jax import storage
 from asemble_jax.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -22,7 +25,7 @@ log = logging.getLogger(__name__)
 
 class Checkpoints:
     def __init__(self, directory: str | os.PathLike, *, max_to_keep: int):
-        directory = os.path.abspath(os.fspath(directory))
+        directory = storage.absolute(directory)
         self._latest = ocp.CheckpointManager(
             directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
         self._best = ocp.CheckpointManager(
@@ -84,11 +87,11 @@ def restore_weights(directory: str | os.PathLike, abstract_parts: dict[str, Any]
     batch_stats, never the optimiser state), from the newest readable "best" step (the latest one standing in when
     no best was saved) or the newest readable "latest" one; None when there is none. Opens the checkpoints read-
     only, so that it can read a workdir that another process is training."""
-    directory = os.path.abspath(os.fspath(directory))
+    directory = storage.absolute(directory)
     abstract_parts = jax.tree.map(_placed, abstract_parts)
     options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
     for path in ([_best_directory(directory)] if which == "best" else []) + [directory]:
-        if not os.path.isdir(path):
+        if not storage.isdir(path):
             continue
         manager = ocp.CheckpointManager(path, options=options)
 

@@ -1,4 +1,11 @@
-"""metrics.jsonl: one JSON object per logged training step or evaluation, appended and flushed as it happens.
+"""metrics.jsonl: one JSON object per logged training step or evaluation.
+
+On a local disk each record is appended and flushed as it happens. An object store has no append: there the log
+is kept in memory and the whole object is uploaded again at each `flush()`, which the trainer calls before it
+starts writing each checkpoint, and when it stops. So a preempted run has every record up to its last complete
+checkpoint (the records after it are dropped on resume anyway), and a reader sees a complete log, never half a
+line. A flush uploads the whole log: about 230 bytes per logged step (tests/test_gcs_workdir.py measures the
+figure), so a 100k-step run logging every 10 steps ends with ~2.3 MB objects, uploaded once per checkpoint.
 
 On resume the records written after the restored checkpoint are dropped (atomically), so a run that was killed
 and resumed has the same log as one that never stopped.
@@ -10,7 +17,7 @@ import math
 import os
 from typing import Any
 
-from asemble_jax import atomic_io
+from asemble_jax import atomic_io, storage
 
 
 def _jsonable(value: Any) -> Any:
@@ -25,9 +32,27 @@ class MetricsLog:
     def __init__(self, path: str | os.PathLike, *, enabled: bool = True):
         self.path = os.fspath(path)
         self.enabled = enabled
+        # On an object store: every line of the log, and whether some were not uploaded yet.
+        self._lines: list[str] | None = None
+        self._dirty = False
+
+    def _read_lines(self) -> list[str]:
+        try:
+            with storage.open(self.path) as f:
+                return [line for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
 
     def truncate_after(self, step: int) -> None:
-        if not self.enabled or not os.path.exists(self.path):
+        if not self.enabled:
+            return
+        if storage.is_url(self.path):
+            lines = self._read_lines()
+            self._lines = [line for line in lines if json.loads(line).get("step", 0) <= step]
+            if self._lines != lines:
+                atomic_io.write_text(self.path, "".join(self._lines))
+            return
+        if not os.path.exists(self.path):
             return
         with open(self.path) as f:
             kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
@@ -36,12 +61,24 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        line = json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n"
+        if storage.is_url(self.path):
+            if self._lines is None:
+                self._lines = self._read_lines()
+            self._lines.append(line)
+            self._dirty = True
+            return
         with open(self.path, "a") as f:
-            f.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
+            f.write(line)
             f.flush()
 
+    def flush(self) -> None:
+        """Makes every record written so far durable (a no-op on a local disk, where each write is)."""
+        if self._dirty:
+            atomic_io.write_text(self.path, "".join(self._lines))
+            self._dirty = False
+
     def read(self) -> list[dict[str, Any]]:
-        if not os.path.exists(self.path):
-            return []
-        with open(self.path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        if self._lines is not None:
+            return [json.loads(line) for line in self._lines]
+        return [json.loads(line) for line in self._read_lines()]

@@ -14,7 +14,8 @@
       grid.json                 the expanded grid
       CELL/NAME/                one training workdir per cell, at the cell's name
 
-Every path of a workdir is built here and nowhere else. This module also owns what is needed to *use* a trained
+A workdir may be a local folder or a URL (gs://BUCKET/run; asemble_jax/storage.py). Every path of a workdir is
+built here and nowhere else. This module also owns what is needed to *use* a trained
 model, and nothing about optimisation: the config it stored, the model that describes, its weights (restored without the
 optimiser state) and data-parallel prediction over a dataset split. Training (asemble_jax/train) and evaluation
 (asemble_jax/evaluation) both build on it, and evaluation never imports training.
@@ -33,7 +34,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from asemble_jax import checkpoint, parallel
+from asemble_jax import checkpoint, parallel, storage
 from asemble_jax.data import pipeline
 from asemble_jax.errors import UserError
 from asemble_jax.models import registry
@@ -96,7 +97,7 @@ class Workdir:
 
     def relative(self, path: str) -> str:
         """`path` relative to the workdir, as records store it (so that a workdir can be moved)."""
-        return os.path.relpath(path, self.root)
+        return storage.relative(path, self.root)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +116,10 @@ class GridWorkdir:
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
     path = Workdir(workdir).config
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise WorkdirError(f"{workdir}: no config.json here; is this a training workdir?")
     try:
-        with open(path, encoding="utf-8") as f:
+        with storage.open(path, encoding="utf-8") as f:
             return ml_collections.ConfigDict(json.load(f))
     except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON (JSONDecodeError is a ValueError)
         raise WorkdirError(f"{path}: not a readable config ({type(error).__name__}: {error}); is this a training "

@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from asemble_jax import atomic_io, checkpoint, parallel
+from asemble_jax import atomic_io, checkpoint, parallel, storage
 from asemble_jax.data import pipeline
 from asemble_jax.data.augment import AugmentConfig
 from asemble_jax.errors import UserError, first_line
@@ -42,7 +42,7 @@ class TrainingError(UserError):
 def enable_compilation_cache(directory: str | None) -> None:
     if not directory:
         return
-    jax.config.update("jax_compilation_cache_dir", os.path.abspath(directory))
+    jax.config.update("jax_compilation_cache_dir", storage.absolute(directory))
     # Cache every program: ablation grids recompile many small identical ones.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -55,8 +55,8 @@ def guard_workdir_config(workdir: str, config: ml_collections.ConfigDict, *, all
     new field's default is the behaviour from before it existed, so the run resumes (with a warning)."""
     path = Workdir(workdir).config
     current = json.loads(config.to_json_best_effort(sort_keys=True))
-    if os.path.exists(path) and not allow_change:
-        with open(path) as f:
+    if not allow_change and storage.exists(path):
+        with storage.open(path) as f:
             stored = json.load(f)
         changed, added = _config_differences(stored, current)
         if changed:
@@ -135,7 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
     parallel.initialize_distributed()
     enable_compilation_cache(config.compilation_cache_dir)
     paths = Workdir(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     guard_workdir_config(workdir, config, allow_change=allow_config_change)
     main_process = parallel.is_main_process()
     metrics_log = MetricsLog(paths.metrics, enabled=main_process)
@@ -200,6 +200,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
         values = jax.device_get([loss for _, loss in unchecked_losses])
         for (step_number, _), value in zip(unchecked_losses, values):
             if not np.isfinite(value):
+                metrics_log.flush()
                 checkpoints.wait()
                 raise TrainingError(f"loss is {float(value)} at step {step_number}; stopped without saving this "
                                     f"state (last good checkpoint: step {checkpoints.latest_step()})")
@@ -232,11 +233,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
                     checkpoints.save_best(step, dp.get_state(state), _data_state(train_iter, best_auc))
                 window_start, window_images = time.perf_counter(), 0  # keep evaluation out of images/s
             if save_now:
+                metrics_log.flush()  # first: a complete checkpoint must never be newer than the durable log
                 checkpoints.save(step, dp.get_state(state), _data_state(train_iter, best_auc))
             if preemption.raised:
                 log.warning("SIGTERM at step %d: checkpoint saved, exiting", step)
                 break
     bar.close()
+    metrics_log.flush()
     checkpoints.wait()
     checkpoints.close()
     events.close()
@@ -263,11 +266,10 @@ def train_logging_failures(config: ml_collections.ConfigDict, workdir: str, **kw
     except Exception as error:  # noqa: BLE001 - turned into the user's one line, traceback kept in the log
         log_path = Workdir(workdir).train_log
         try:
-            os.makedirs(workdir, exist_ok=True)
-            with open(log_path, "a") as f:
-                f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n{traceback.format_exc()}\n")
+            storage.makedirs(workdir)
+            storage.append_text(log_path, f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n{traceback.format_exc()}\n")
             where = f"traceback in {log_path}"
-        except OSError:
+        except (OSError, UserError):  # a full disk, a store that stopped answering
             where = "the traceback could not be written to the workdir"
         raise TrainingError(f"{workdir}: training stopped by {type(error).__name__}: {first_line(error)} ({where})"
                             ) from None
