@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 from asemble_jax import atomic_io
 from asemble_jax.grids import cell as cell_lib
 from asemble_jax.grids import claims
-from asemble_jax.grids.grid import Cell, Grid, GridError
+from asemble_jax.grids.grid import Cell, Grid, GridError, conflicting_cell
 from asemble_jax.errors import UserError
 from asemble_jax.workdir import GridWorkdir, Workdir
 
@@ -85,6 +85,15 @@ def write_grid_record(grid: Grid, workdir: str, command: str) -> None:
     stored, _ = read_grid_record(workdir)
     stored_cells = {cell.name: cell.identity() for cell in stored.cells}
     cells = {cell.name: cell.identity() for cell in grid.cells}
+    # Grids may share a workdir when one holds the other and their shared cells are the same runs (the factorial
+    # and the leave-one-out component grids): a cell is then trained once, whichever grid asks for it, and the
+    # record stays, or becomes, the larger grid.
+    if stored.name == grid.name and conflicting_cell(stored, grid) is None:
+        if set(cells) <= set(stored_cells):
+            return
+        if set(stored_cells) <= set(cells):
+            atomic_io.write_json(path, {**grid.to_json(), "command": command})
+            return
     if stored.name != grid.name or stored_cells != cells:
         raise RunnerError(f"{workdir} holds another grid ({stored.spec!r}; {_first_difference(stored_cells, cells)}); "
                           "use another workdir for another grid or other overrides")
