@@ -205,3 +205,21 @@ def test_leave_one_out_tables_from_a_factorial_workdir(factorial_workdir, tmp_pa
     with pytest.raises(tables.TableError, match="does not hold"):
         write_tables(workdir, out, command="make_tables", n_resamples=50,
                      grid_spec=f"{COMPONENTS_GRID}:preset=tiny,planes=coronal,seeds=3")
+
+
+def test_factorial_and_leave_one_out_share_a_workdir_and_its_cells(tmp_path):
+    workdir = str(tmp_path / "shared")
+    leave_one_out = load_grid(f"{COMPONENTS_GRID}:preset=tiny,planes=coronal,seeds=1")
+    factorial_grid = load_grid(f"{COMPONENTS_GRID}:preset=tiny,planes=coronal,seeds=1,design=factorial")
+    runner.write_grid_record(leave_one_out, workdir, "leave-one-out")
+    done = leave_one_out.cells[0]
+    _write_cell(workdir, done, *_predictions_with_auc(0.8))
+    runner.write_grid_record(factorial_grid, workdir, "factorial")  # the larger grid: the record becomes it
+    stored, command = runner.read_grid_record(workdir)
+    assert command == "factorial" and len(stored.cells) == 14
+    assert runner.cell_status(workdir, done) == "done"  # trained once, whichever grid asks
+    runner.write_grid_record(leave_one_out, workdir, "leave-one-out again")  # a part of it: accepted, kept
+    assert runner.read_grid_record(workdir)[1] == "factorial"
+    with pytest.raises(runner.RunnerError, match="another grid"):
+        runner.write_grid_record(load_grid(f"{COMPONENTS_GRID}:preset=tiny,planes=coronal,seeds=1,steps=5"),
+                                 workdir, "other steps")
