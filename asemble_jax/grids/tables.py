@@ -368,7 +368,7 @@ def caption(table: Table, spec: TableSpec, *, threshold: str, n_resamples: int) 
                  f"on decisions and DeLong on AUC, per seed against {spec.reference} of the same seed; both treat "
                  "slices as independent, which the patient bootstrap does not.")
     if any(row.difference for row in table.rows):
-        text += family_text(table, spec) + power_text(table.rows)
+        text += family_text(table, spec) + power_text([row.power for row in table.rows])
     if spec.budget:
         text += f" Training budget: {spec.budget}"
     text += (" Params include BatchNorm statistics; GFLOPs: XLA's count for one forward pass at the cells' input "
@@ -391,10 +391,9 @@ def _count(value: float) -> str:
     return "∞" if math.isinf(value) else f"{value:.0f}"
 
 
-def power_text(rows: Sequence[ArmRow], label: str = f"Δ {METRIC_LABELS[POWER_METRIC]}",
+def power_text(powers: Sequence[power_lib.Power | None], label: str = f"Δ {METRIC_LABELS[POWER_METRIC]}",
                what: str = "comparisons") -> str:
-    """The header's power statement over the rows' (or contributions') Power of POWER_METRIC."""
-    powers = [row.power if isinstance(row, ArmRow) else row for row in rows]
+    """The header's power statement over the comparisons' (or contributions') Power of POWER_METRIC."""
     powers = [p for p in powers if p is not None and math.isfinite(p.minimum_detectable)]
     if not powers:
         return f" Power of {label}: not estimable (it needs at least two seeds)."
