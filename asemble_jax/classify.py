@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from flax import nnx
 
-from asemble_jax import gradcam
+from asemble_jax import gradcam, storage
 from asemble_jax.errors import InputError, UserError
 from asemble_jax.data.readers import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DEFAULT_MAX_SLICES
 from asemble_jax.user_inputs import Slice, batches, input_files, iter_slices, write_png
@@ -183,7 +183,7 @@ def given_files(paths: Iterable[pathlib.Path], out: pathlib.Path) -> list[UserFi
 def files_under(root: pathlib.Path, out: pathlib.Path) -> list[UserFile]:
     """`root` itself, or every file below the folder `root` (user_inputs.input_files), outputs mirrored in `out`."""
     root = pathlib.Path(root)
-    return [UserFile(path, root, pathlib.Path(out)) for path in input_files(root)]
+    return [UserFile(path, root, storage.as_path(out)) for path in input_files(root)]
 
 
 def _png(prefix: pathlib.Path, what: str) -> pathlib.Path:

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import io
 import os
+import pathlib
 import posixpath
 import re
 from typing import IO, Iterator
@@ -45,6 +46,16 @@ def relative(path: str, root: str) -> str:
     if is_url(path):
         return posixpath.relpath(path[len(_URL.match(path).group(0)):], root[len(_URL.match(root).group(0)):])
     return os.path.relpath(path, root)
+
+
+def as_path(path: str | os.PathLike) -> pathlib.Path:
+    """A pathlib.Path to build output paths with `/`; for a URL an etils.epath.Path, which keeps the `//` that
+    pathlib collapses (gs://b/x would become gs:/b/x)."""
+    if is_url(path):
+        from etils import epath
+
+        return epath.Path(os.fspath(path))
+    return pathlib.Path(path)
 
 
 def dirname(path: str) -> str:
@@ -195,7 +206,8 @@ def open(path: str | os.PathLike, mode: str = "r", **kwargs) -> IO:  # noqa: A00
         handle = _fs(path).open(path, "rb")
     if "b" in mode:
         return handle
-    return io.TextIOWrapper(handle, encoding=kwargs.get("encoding") or "utf-8", errors=kwargs.get("errors"))
+    return io.TextIOWrapper(handle, encoding=kwargs.get("encoding") or "utf-8", errors=kwargs.get("errors"),
+                            newline=kwargs.get("newline"))
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:

@@ -12,6 +12,7 @@
 
     GRID_WORKDIR/
       grid.json                 the expanded grid
+      claim.N                   on an object store: the claim of the one worker running the grid (grids/runner.py)
       CELL/NAME/                one training workdir per cell, at the cell's name
 
 A workdir may be a local folder or a URL (gs://BUCKET/run; asemble_jax/storage.py). Every path of a workdir is

@@ -31,16 +31,17 @@ import argparse
 import pathlib
 import sys
 
-from asemble_jax import classify
+from asemble_jax import classify, storage
 from asemble_jax.errors import run_main
 from asemble_jax.user_inputs import add_limit_arguments, slice_argument
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, type=pathlib.Path, help="a training workdir")
+    parser.add_argument("--workdir", required=True, type=storage.as_path, help="a training workdir (or gs://...)")
     parser.add_argument("files", nargs="+", type=pathlib.Path, metavar="FILE", help="image files to classify")
-    parser.add_argument("--out", type=pathlib.Path, help="where overlays go; default WORKDIR/predictions")
+    parser.add_argument("--out", type=storage.as_path, help="where overlays go (a folder or gs://...); default "
+                        "WORKDIR/predictions")
     parser.add_argument("--which", choices=("best", "latest"), default="best", help="which checkpoint")
     parser.add_argument("--slice", type=slice_argument, default=None, dest="slice_index",
                         help="'all' (default) or the 0-based slice of volumes to classify")

@@ -26,7 +26,7 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
-from asemble_jax import atomic_io
+from asemble_jax import atomic_io, storage
 from asemble_jax.grids.claims import DEFAULT_HEARTBEAT_S, Claim
 from asemble_jax.grids.grid import LOCALIZATION, Cell, Evaluation
 from asemble_jax.data.pipeline import open_source
@@ -56,7 +56,7 @@ class ClaimLost(Exception):
 
 def read_record(cell_dir: str) -> dict[str, Any] | None:
     try:
-        with open(Workdir(cell_dir).cell_record) as f:
+        with storage.open(Workdir(cell_dir).cell_record) as f:
             return json.load(f)
     except FileNotFoundError:
         return None
@@ -131,7 +131,7 @@ def execute_cell(cell: Cell, cell_dir: str, *, grid_name: str, claim: Claim | No
     the error; the traceback goes to error.log). Raises CellInterrupted when training was stopped early, and
     ClaimLost when `claim` was taken over meanwhile; neither writes a record."""
     started, start = now(), time.perf_counter()
-    os.makedirs(cell_dir, exist_ok=True)
+    storage.makedirs(cell_dir)
     record: dict[str, Any] = {"name": cell.name, "grid": grid_name, "factors": dict(cell.factors),
                               "config": cell.config, "overrides": dict(cell.overrides), "started": started,
                               "steps_logged_at_start": last_train_step(cell_dir), "provenance": provenance()}

@@ -9,6 +9,12 @@ seconds: its worker died) with the generation above. So two workers that both ju
 same new file, and one of them loses; and a worker that was only paused, not dead, finds on its next heartbeat
 that a higher generation exists and knows that it lost the cell.
 
+On an object store (a grid workdir at gs://...) the same files are objects, but creating one only if it is absent
+takes two requests here (storage.create_exclusive), so two workers could both take a cell: the runner therefore
+lets one worker at a time run a grid there, with a claim on the grid workdir itself (grid_claim). Several workers
+on one grid on a store belong to a scheduler that hands out the cells (the distributed-grid engine), not to
+claims.
+
 Staleness compares the claim's modification time (set by the filesystem) with this machine's clock, so on a
 shared filesystem `stale_after` must exceed the clock skew between machines as well as the heartbeat interval.
 A claim also names the processes holding it (the runner, and the cell subprocess that adopts it): when they ran
@@ -26,6 +32,7 @@ import threading
 import time
 from typing import Callable
 
+from asemble_jax import atomic_io, storage
 from asemble_jax.workdir import Workdir
 
 _CLAIM = re.compile(r"claim\.(\d+)")
@@ -52,7 +59,7 @@ class ClaimState:
 
 def _generations(directory: str) -> list[int]:
     try:
-        names = os.listdir(directory)
+        names = storage.listdir(directory)
     except FileNotFoundError:
         return []
     return sorted(int(m.group(1)) for m in map(_CLAIM.fullmatch, names) if m)
@@ -64,7 +71,7 @@ def _path(directory: str, generation: int) -> str:
 
 def _payload(path: str) -> dict:
     try:
-        with open(path) as f:
+        with storage.open(path) as f:
             return json.load(f)
     except (OSError, ValueError):  # being written, or removed meanwhile
         return {}
@@ -94,7 +101,7 @@ def inspect(directory: str, *, stale_after: float = DEFAULT_STALE_AFTER_S,
             return ClaimState(None, None, None, False)
         path = _path(directory, generations[-1])
         try:
-            age = clock() - os.stat(path).st_mtime
+            age = clock() - storage.mtime(path)
         except FileNotFoundError:
             continue
         payload = _payload(path)
@@ -126,17 +133,14 @@ class Claim:
         if payload:
             payload["pids"] = sorted(set(payload.get("pids", [])) | {os.getpid()})
             # Rewritten in place under the same name: the generation, and so the ownership, do not change.
-            temporary = f"{path}.{os.getpid()}.tmp"
-            with open(temporary, "w") as f:
-                json.dump(payload, f)
-            os.replace(temporary, path)
-        return cls(os.path.dirname(path), int(match.group(1)))
+            atomic_io.write_text(path, json.dumps(payload))
+        return cls(storage.dirname(path), int(match.group(1)))
 
     def check(self) -> bool:
         """Touches the claim; False (and `lost` set) when this process no longer owns the cell."""
         if not self.lost.is_set():
             try:
-                os.utime(self.path)
+                storage.touch(self.path)
             except FileNotFoundError:
                 self.lost.set()
             if any(g > self.generation for g in _generations(self.directory)):
@@ -161,32 +165,23 @@ class Claim:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
         if not self.lost.is_set():
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            storage.remove(self.path)
 
 
 def try_claim(directory: str, *, stale_after: float = DEFAULT_STALE_AFTER_S, owner: str | None = None,
               clock: Callable[[], float] = time.time) -> Claim | None:
     """Takes the cell in `directory` if it is free or its claim is stale; None when a live worker holds it or
     another worker won the race for it."""
-    os.makedirs(directory, exist_ok=True)
+    storage.makedirs(directory)
     state = inspect(directory, stale_after=stale_after, clock=clock)
     if state.held:
         return None
     generation = 0 if state.generation is None else state.generation + 1
-    try:
-        fd = os.open(_path(directory, generation), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
+    payload = {"owner": owner or worker_id(), "host": socket.gethostname(), "pids": [os.getpid()],
+               "claimed": time.time()}
+    if not storage.create_exclusive(_path(directory, generation), json.dumps(payload).encode("utf-8")):
         return None
-    with os.fdopen(fd, "w") as f:
-        json.dump({"owner": owner or worker_id(), "host": socket.gethostname(), "pids": [os.getpid()],
-                   "claimed": time.time()}, f)
     for older in _generations(directory):
         if older < generation:
-            try:
-                os.unlink(_path(directory, older))
-            except FileNotFoundError:
-                pass
+            storage.remove(_path(directory, older))
     return Claim(directory, generation)

@@ -13,7 +13,7 @@ import os
 import statistics
 from typing import Any
 
-from asemble_jax import atomic_io
+from asemble_jax import atomic_io, storage
 from asemble_jax.grids import cell as cell_lib, factorial, figures, tables
 from asemble_jax.grids.cell import DONE, FAILED
 from asemble_jax.grids.grid import LOCALIZATION, Grid, TableSpec, conflicting_cell, load_grid
@@ -168,7 +168,7 @@ def localization_sections(workdir: str, grid: Grid, out: str, *, n_resamples: in
             if record is None or record["status"] != DONE:
                 continue
             entry = next(e for e in record["evaluations"] if e["role"] == evaluation.role)
-            with open(cells.cell(cell.name).path(entry["scores"])) as f:
+            with storage.open(cells.cell(cell.name).path(entry["scores"])) as f:
                 parts.setdefault(key, []).append(localization_report.ScoredSlices.from_json(json.load(f)))
     lines = []
     for key in expected:

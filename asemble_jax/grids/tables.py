@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from asemble_jax import storage
 from asemble_jax.grids import cell as cell_lib
 from asemble_jax.grids.grid import CLASSIFICATION, Grid, TableSpec
 from asemble_jax.workdir import GridWorkdir
@@ -70,7 +71,7 @@ class Predictions:
 def read_predictions(path: str, threshold: float) -> Predictions:
     """evaluation.evaluate's _predictions.csv (example, patient_id, label, probability)."""
     try:
-        with open(path, newline="") as f:
+        with storage.open(path, newline="") as f:
             rows = list(csv.DictReader(f))
         labels = np.array([int(r["label"]) for r in rows])
         probabilities = np.array([float(r["probability"]) for r in rows])
