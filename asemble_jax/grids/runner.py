@@ -172,7 +172,7 @@ class Summary:
     interrupted: bool = False
 
 
-class _StopFlag:
+class StopFlag:
     """SIGTERM/SIGINT: stop after the current cell, and make the cell's training stop early: a SIGTERM to a cell
     subprocess, or, in process, a SIGINT turned into the SIGTERM that the trainer catches (it saves a checkpoint
     and returns; the runner then sees an unfinished run)."""
@@ -242,7 +242,7 @@ def record_failure(cell: Cell, directory: str, grid: Grid, error: str, elapsed: 
     atomic_io.write_json(Workdir(directory).cell_record, cell_lib.failure_record(cell, grid.name, error, elapsed))
 
 
-def _run_subprocess(cell: Cell, directory: str, claim: claims.Claim, grid: Grid, stop: _StopFlag,
+def _run_subprocess(cell: Cell, directory: str, claim: claims.Claim, grid: Grid, stop: StopFlag,
                     heartbeat: float) -> str:
     """Runs the cell in a child process, which adopts the claim; returns done / failed / interrupted / lost."""
     command = [sys.executable, *cell_arguments(cell, directory, grid, claim_path=claim.path, heartbeat=heartbeat),
@@ -355,7 +355,7 @@ def run_grid(grid: Grid, workdir: str, *, only: str | None = None, in_process: b
     """Runs every selected cell that is neither finished nor held by a live worker, in grid order."""
     run = GridRun(grid, workdir, only=only, retry_failed=retry_failed, stale_after=stale_after, heartbeat=heartbeat,
                   command=command, report=report)
-    with _StopFlag(in_process) as stop:
+    with StopFlag(in_process) as stop:
         for cell in run.cells:
             if stop.raised:
                 run.summary.interrupted = True
