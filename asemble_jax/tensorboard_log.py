@@ -13,14 +13,13 @@ after the cell. Object stores have no append, so the current event file is alway
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 import struct
 import time
 from typing import Any, Iterable, Iterator
 
-from etils import epath
-
-from asemble_jax import atomic_io
+from asemble_jax import atomic_io, storage
 from asemble_jax.errors import UserError
 
 EVENT_FILE_PATTERN = "events.out.tfevents.*"
@@ -55,9 +54,9 @@ class TensorBoardLog:
             raise UserError("config.tensorboard needs tensorboardX: pip install 'asemble_jax[tensorboard]'") \
                 from None
         self._event_pb2, self._summary_pb2, self._crc = event_pb2, summary_pb2, masked_crc32c
-        self.directory = epath.Path(directory)
+        self.directory = os.fspath(directory)
         self.flush_secs, self.segment_bytes = flush_secs, segment_bytes
-        self._path: epath.Path | None = None  # the event file being written, from restart() on
+        self._path: str | None = None  # the event file being written, from restart() on
         self._segment, self._unwritten = bytearray(), False
         self._last_flush = time.monotonic()
 
@@ -65,8 +64,8 @@ class TensorBoardLog:
         """Replaces the run's event files by the events of `records` (metrics.jsonl as it now stands)."""
         if not self.enabled:
             return
-        for path in self.directory.glob(EVENT_FILE_PATTERN):
-            path.unlink()
+        for path in self._event_files():
+            storage.remove(path)
         self._started, self._sequence = int(time.time()), 0
         self._new_segment()
         for record in records:
@@ -93,10 +92,17 @@ class TensorBoardLog:
 
     def _new_segment(self) -> None:
         # Names sort in writing order: the time of the restart, then the segment's number.
-        self._path = self.directory / f"events.out.tfevents.{self._started:010d}.{self._sequence:05d}"
+        self._path = os.path.join(self.directory, f"events.out.tfevents.{self._started:010d}.{self._sequence:05d}")
         self._sequence += 1
         self._segment = bytearray()
         self._append(self._event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _event_files(self) -> list[str]:
+        try:
+            names = storage.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return [os.path.join(self.directory, name) for name in names if fnmatch.fnmatch(name, EVENT_FILE_PATTERN)]
 
     def _add(self, record: dict[str, Any]) -> None:
         summary = self._summary_pb2.Summary(value=[self._summary_pb2.Summary.Value(tag=tag, simple_value=value)
