@@ -218,8 +218,9 @@ def table1_csv(distributions: Sequence[Distribution]) -> tuple[list[str], list[l
             for label in _classes(counts):
                 rows.append([d.source, _config(d), "built", plane, split, label, counts.images[label],
                              counts.patients_of(label), "", ""])
+            files = (d.skipped_files, d.ignored_files) if split == "total" else ("", "")
             rows.append([d.source, _config(d), "built", plane, split, "all", counts.total_images,
-                         counts.total_patients, *((d.skipped_files, d.ignored_files) if split == "total" else ("", ""))])
+                         counts.total_patients, *files])
         for split in d.other_splits:
             counts = d.splits[split]
             rows.append([d.source, _config(d), "built", plane, split, "all", counts.total_images,
@@ -292,6 +293,8 @@ def _interval_cell(mean: float, sd: float, interval) -> str:
     def number(value: float) -> str:
         return "–" if not math.isfinite(value) else f"{value:.3f}"
 
+    if not math.isfinite(mean):
+        return "–"  # undefined on every seed (precision of a run that calls nothing positive)
     return f"{number(mean)} ± {number(sd)} [{number(interval.low)}, {number(interval.high)}]"
 
 
@@ -344,8 +347,9 @@ def conditions(paper: PaperTable) -> str:
     budget = (f" Budget: {_distinct(steps)} training steps of {_distinct(batch)} images per run "
               f"({_distinct(seen)} images seen), from scratch; the paper publishes no training budget.")
     sizes = (f" Input size: {_distinct(size)} pixels a side; the paper's {PAPER_INPUT_SIZE}x{PAPER_INPUT_SIZE}.")
-    models = (f" ASembleNet is its `{_distinct(presets)}` preset; the baselines have {_distinct(baseline_params)} "
-              "parameters." if presets else "")
+    models = f" ASembleNet is its `{_distinct(presets)}` preset." if presets else ""
+    if baseline_params:
+        models += f" The baselines have {_distinct(baseline_params)} parameters."
     return "How our conditions differ from the paper's. " + data + budget + sizes + models
 
 
