@@ -186,7 +186,8 @@ def create_app(workdir: str | os.PathLike, *, eval_dir: str | os.PathLike | None
                                                                 limiter=readers)
                 if not slices:
                     raise UploadError(422, errors[0] if len(errors) == 1 else
-                                      f"none of the {len(errors)} files could be classified", errors=errors)
+                                      f"nothing in the upload could be classified ({len(errors)} problems)",
+                                      errors=errors)
                 results = await asyncio.wrap_future(worker.submit([item.slice for item in slices]))
         except TimeoutError:  # the wrapped future is cancelled with it, so the worker skips what is left
             raise UploadError(503, f"the request took longer than the limit of {limits.seconds:g} s") from None
