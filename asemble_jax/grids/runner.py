@@ -12,9 +12,14 @@ interpreter and JAX start-up per cell; one crash ends the worker).
 workdir layout: grid.json (the expanded grid; a second worker with a different grid is refused) and one folder
 per cell (its name) with the trainer's files, claim.<n> while a worker holds it, cell.json once finished
 (status done or failed), cell.log (subprocess output) and error.log (a failed cell's traceback).
+
+A grid workdir may be a URL (gs://BUCKET/grid). There one worker at a time runs the grid (claims.py says why):
+it holds a claim on the grid workdir itself, and a second worker is refused with one line. A cell's output goes
+to a local temporary file while it runs and is uploaded to its cell.log when the cell process ends.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -23,11 +28,12 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Callable, Mapping
 
-from asemble_jax import atomic_io
+from asemble_jax import atomic_io, storage
 from asemble_jax.grids import cell as cell_lib
 from asemble_jax.grids import claims
 from asemble_jax.grids.grid import Cell, Grid, GridError, conflicting_cell
@@ -57,7 +63,7 @@ def cell_status(workdir: str, cell: Cell, *, stale_after: float = claims.DEFAULT
         return RUNNING
     if state.stale:
         return STALE
-    return PARTIAL if os.path.exists(Workdir(directory).metrics) else PENDING
+    return PARTIAL if storage.exists(Workdir(directory).metrics) else PENDING
 
 
 def command_line(grid: Grid, workdir: str, overrides: Mapping[str, Any]) -> str:
@@ -70,18 +76,23 @@ def command_line(grid: Grid, workdir: str, overrides: Mapping[str, Any]) -> str:
 def write_grid_record(grid: Grid, workdir: str, command: str) -> None:
     """Stores the expanded grid, or refuses a workdir that holds another grid (its tables would mix two)."""
     path = GridWorkdir(workdir).grid_record
-    # Written completely under a private name, then linked: of two workers starting at once, exactly one
-    # creates grid.json and the other compares against it.
-    # Private to this call (not only this process: two workers may be threads of one, as in the tests).
-    private = f"{path}.{claims.worker_id().replace(':', '_')}_{threading.get_ident()}"
-    atomic_io.write_json(private, {**grid.to_json(), "command": command})
-    try:
-        os.link(private, path)
-        return
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(private)
+    if storage.is_url(path):  # one worker at a time (GridRun); an upload is complete when it appears
+        if not storage.exists(path):
+            atomic_io.write_json(path, {**grid.to_json(), "command": command})
+            return
+    else:
+        # Written completely under a private name, then linked: of two workers starting at once, exactly one
+        # creates grid.json and the other compares against it.
+        # Private to this call (not only this process: two workers may be threads of one, as in the tests).
+        private = f"{path}.{claims.worker_id().replace(':', '_')}_{threading.get_ident()}"
+        atomic_io.write_json(private, {**grid.to_json(), "command": command})
+        try:
+            os.link(private, path)
+            return
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(private)
     stored, _ = read_grid_record(workdir)
     stored_cells = {cell.name: cell.identity() for cell in stored.cells}
     cells = {cell.name: cell.identity() for cell in grid.cells}
@@ -114,9 +125,9 @@ def _first_difference(stored: dict[str, dict], new: dict[str, dict]) -> str:
 def read_grid_record(workdir: str) -> tuple[Grid, str]:
     """(grid, the command that first ran it) of a grid workdir."""
     path = GridWorkdir(workdir).grid_record
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise RunnerError(f"{workdir}: no {os.path.basename(path)}; is this a grid workdir (scripts/run_ablations.py)?")
-    with open(path) as f:
+    with storage.open(path) as f:
         payload = json.load(f)
     return Grid.from_json(payload), payload.get("command", "")
 
@@ -203,7 +214,7 @@ class StopFlag:
 
 def _tail(path: str, lines: int = 5) -> str:
     try:
-        with open(path, errors="replace") as f:
+        with storage.open(path, errors="replace") as f:
             return " | ".join(line.strip() for line in f.readlines()[-lines:] if line.strip())
     except FileNotFoundError:
         return ""
@@ -242,13 +253,29 @@ def record_failure(cell: Cell, directory: str, grid: Grid, error: str, elapsed: 
     atomic_io.write_json(Workdir(directory).cell_record, cell_lib.failure_record(cell, grid.name, error, elapsed))
 
 
+@contextlib.contextmanager
+def _cell_log(log_path: str):
+    """The local file a cell process writes its output to: cell.log itself, or for a URL a temporary file that is
+    appended to the cell.log object when the cell process ends (a process cannot append to an object)."""
+    if not storage.is_url(log_path):
+        yield log_path
+        return
+    with tempfile.TemporaryDirectory(prefix="asemble_cell_log_") as folder:
+        local = os.path.join(folder, "cell.log")
+        try:
+            yield local
+        finally:
+            with open(local, errors="replace") as f:
+                storage.append_text(log_path, f.read())
+
+
 def _run_subprocess(cell: Cell, directory: str, claim: claims.Claim, grid: Grid, stop: StopFlag,
                     heartbeat: float) -> str:
     """Runs the cell in a child process, which adopts the claim; returns done / failed / interrupted / lost."""
     command = [sys.executable, *cell_arguments(cell, directory, grid, claim_path=claim.path, heartbeat=heartbeat),
                f"--parent_pid={os.getpid()}"]
     start = time.perf_counter()
-    with open(Workdir(directory).cell_log, "a") as log:
+    with _cell_log(Workdir(directory).cell_log) as local_log, open(local_log, "a") as log:
         # Its own session: a Ctrl-C in the terminal reaches only this runner, which passes on a SIGTERM.
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         stop.child = child
@@ -273,6 +300,21 @@ def _run_in_process(cell: Cell, directory: str, claim: claims.Claim, grid: Grid,
     return record["status"]
 
 
+def _one_worker_on_a_store(workdir: str, stale_after: float, heartbeat: float) -> claims.Claim | None:
+    """On an object store, where claims are not atomic (claims.py), the claim of the whole grid workdir that
+    makes this the only worker on it; a RunnerError naming the worker that holds it. None on a local disk."""
+    if not storage.is_url(workdir):
+        return None
+    claim = claims.try_claim(workdir, stale_after=stale_after)
+    if claim is None:
+        owner = claims.inspect(workdir, stale_after=stale_after).owner
+        raise RunnerError(f"{workdir}: another worker ({owner}) is running this grid; on an object store one worker "
+                          f"at a time runs a grid (claims there are not atomic): wait for it, or for its claim to go "
+                          f"stale ({stale_after:.0f} s after it stopped)")
+    claim.start_heartbeat(heartbeat)
+    return claim
+
+
 class GridRun:
     """One worker's pass over a grid, whatever runs the cells (this process: run_grid; a Ray cluster:
     grids/ray_engine.py): the grid record, which cells to skip, their claims, the progress lines, the summary."""
@@ -285,7 +327,8 @@ class GridRun:
             self.cells = grid.select(only)
         except GridError as error:
             raise RunnerError(str(error)) from None
-        os.makedirs(workdir, exist_ok=True)
+        storage.makedirs(workdir)
+        self.grid_claim = _one_worker_on_a_store(workdir, stale_after, heartbeat)
         write_grid_record(grid, workdir, command or command_line(grid, workdir, {}))
         self.grid, self.workdir, self.stale_after, self.report = grid, workdir, stale_after, report
         self.progress = Progress(len(self.cells), workdir, stale_after)
@@ -336,6 +379,8 @@ class GridRun:
     def close(self) -> Summary:
         """The summary, with the selected cells that have no record; reports both."""
         summary, cells = self.summary, self.cells
+        if self.grid_claim is not None:
+            self.grid_claim.release()
         summary.not_done = [cell.name for cell in cells
                             if cell_status(self.workdir, cell, stale_after=self.stale_after) not in (DONE, FAILED)]
         self.report(f"{self.progress.line(cells)} this worker ran {len(summary.ran)} cell(s), "
