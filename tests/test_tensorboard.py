@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator, event_file_loader, plugin_event_multiplexer
+from tensorboard.util import tensor_util
 
 from asemble_jax import tensorboard_log
 from asemble_jax.config import apply_overrides, load_config
@@ -43,11 +44,12 @@ def _config(data_dir: str, **overrides):
 
 def _events(workdir) -> list:
     """Every scalar event of the workdir's event files as (tag, step, value, wall_time), read file by file with
-    TensorBoard's plain loader (no de-duplication of its own)."""
+    TensorBoard's plain loader (no de-duplication of its own; scalars come as the tensors TensorBoard sees)."""
     found = []
     for path in sorted(pathlib.Path(workdir).glob("events.out.tfevents.*")):
         for event in event_file_loader.EventFileLoader(os.fspath(path)).Load():
-            found += [(value.tag, event.step, value.simple_value, event.wall_time) for value in event.summary.value]
+            found += [(value.tag, event.step, float(tensor_util.make_ndarray(value.tensor)), event.wall_time)
+                      for value in event.summary.value]
     return found
 
 
@@ -167,3 +169,23 @@ def test_without_tensorboardx_it_is_one_line_naming_the_extra(tmp_path, monkeypa
         tensorboard_log.TensorBoardLog(tmp_path)
     tensorboard_log.TensorBoardLog(tmp_path, enabled=False).restart([{"step": 1, "loss": 1.0}])
     assert not list(tmp_path.iterdir())
+
+
+def test_events_in_a_workdir_on_gcs_are_whole_objects_replaced_at_a_restart(gcs_bucket, tmp_path):
+    from asemble_jax import storage
+
+    run = f"{gcs_bucket}/grid/coronal/full/seed0"
+    log = tensorboard_log.TensorBoardLog(run, flush_secs=0)
+    log.restart([{"step": 1, "split": "train", "loss": 1.0}, {"step": 2, "split": "train", "loss": 0.5}])
+    log.write({"step": 3, "split": "train", "loss": 0.25})
+    log.close()
+    resumed = tensorboard_log.TensorBoardLog(run)  # a resume at step 2: step 3 of the first run must go
+    resumed.restart([{"step": 1, "split": "train", "loss": 1.0}, {"step": 2, "split": "train", "loss": 0.5}])
+    resumed.write({"step": 3, "split": "train", "loss": 0.125})
+    resumed.close()
+    downloaded = tmp_path / "downloaded"
+    downloaded.mkdir()
+    for name in storage.listdir(run):
+        (downloaded / name).write_bytes(storage.read_bytes(f"{run}/{name}"))
+    assert [(step, value) for _, step, value, _ in _events(downloaded)] == [(1, 1.0), (2, 0.5), (3, 0.125)]
+    assert not [p for p in (ROOT, pathlib.Path.cwd(), tmp_path) for q in p.iterdir() if q.name.startswith("gs:")]

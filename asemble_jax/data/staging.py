@@ -31,8 +31,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tqdm import tqdm
 
-from asemble_jax import atomic_io
-from asemble_jax.errors import InputError, first_line
+from asemble_jax import atomic_io, storage
+from asemble_jax.errors import InputError, UserError, first_line
 
 MANIFEST = ".staged.json"
 STAGING = ".staging"
@@ -55,6 +55,8 @@ def stage(source: str, data_dir: str | os.PathLike, datasets: Sequence[str] = ()
     if "://" in os.fspath(data_dir):
         raise InputError(data_dir, "staging copies to this host's disk: give a local folder as data_dir")
     data_dir = os.path.abspath(os.fspath(data_dir))
+    if storage.is_url(source):
+        storage.check_reachable(source)  # a missing bucket or no credentials, said as such
     root = epath.Path(source)
     with _failing(source, "cannot list it"):
         versions = _prepared_versions(root, datasets)
@@ -81,13 +83,15 @@ def _prepared_versions(root: epath.Path, datasets: Sequence[str]) -> list[str]:
     return sorted(os.fspath(path.relative_to(root)) for path in found)
 
 
-def _source_files(version_dir: epath.Path) -> dict[str, int]:
-    """Every file of a dataset version (relative path -> size in bytes)."""
+def _source_files(folder: epath.Path, prefix: str = "") -> dict[str, int]:
+    """Every file of a dataset version (relative path -> size in bytes). By iterdir, not walk: epath's walk drops
+    the gs:// of the folders it yields."""
     files = {}
-    for folder, _, names in version_dir.walk():
-        for name in names:
-            path = folder / name
-            files[os.fspath(path.relative_to(version_dir))] = path.stat().length
+    for path in folder.iterdir():
+        if path.is_dir():
+            files.update(_source_files(path, f"{prefix}{path.name}/"))
+        else:
+            files[prefix + path.name] = path.stat().length
     return files
 
 
@@ -189,11 +193,16 @@ def _verify(copy_dir: str, sizes: dict[str, int], digests: dict[str, str], sourc
 
 @contextlib.contextmanager
 def _failing(path, what: str) -> Iterator[None]:
-    """An unreadable source (missing, no permission, an unreachable bucket) or a full disk is one line."""
+    """An unreadable source (missing, no permission, an unreachable bucket, no credentials) or a full disk is one
+    line naming the file or URL."""
     try:
         yield
-    except OSError as error:
-        raise InputError(path, f"{what} ({type(error).__name__}: {first_line(error)})") from None
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - on a URL, whatever the store's client raises
+        if not (isinstance(error, OSError) or storage.is_url(os.fspath(path))):
+            raise
+        raise InputError(path, f"{what}: {storage.describe(error)}") from None
 
 
 @contextlib.contextmanager
