@@ -54,7 +54,7 @@ case "$action" in
     on_all_workers "set -e; if [ -d asemble_jax ]; then git -C asemble_jax pull --ff-only; \
 else git clone $(quoted "$repo") asemble_jax; fi; cd asemble_jax; python3 -m pip install -q --user uv; \
 ~/.local/bin/uv venv -q --allow-existing --python 3.12 .venv; \
-~/.local/bin/uv pip install -q --python .venv/bin/python -e '.[tensorboard]' -U 'jax[tpu]'"
+~/.local/bin/uv pip install -q --python .venv/bin/python -e '.[gcs,tensorboard]' -U 'jax[tpu]'"
     ;;
   train)
     [ $# -ge 3 ] || usage

@@ -63,7 +63,7 @@ def test_setup_clones_or_updates_and_installs_for_tpu():
     assert ["git", "clone", "https://example.org/asemble jax.git", "asemble_jax"] == remote[
         remote.index("clone") - 1: remote.index("clone") + 3]
     assert "--python" in remote and "3.12" in remote, "TPU VM images' Python 3.10 is too old for the project"
-    assert "jax[tpu]" in remote and "-e" in remote and ".[tensorboard]" in remote
+    assert "jax[tpu]" in remote and "-e" in remote and ".[gcs,tensorboard]" in remote  # gs:// and events
     subprocess.run(["bash", "-n", "-c", _remote(command)], check=True)
 
 
