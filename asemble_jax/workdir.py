@@ -3,6 +3,7 @@
     WORKDIR/
       config.json               the run's config (the trainer refuses to resume under a different one)
       metrics.jsonl             one JSON object per logged training step or evaluation
+      events.out.tfevents.*     its scalars for TensorBoard, with config.tensorboard (asemble_jax/tensorboard_log.py)
       checkpoints/STEP/         the latest Orbax checkpoints: training state and data-iterator position
       checkpoints/best/STEP/    the best step by validation AUC, kept apart so that max_to_keep never deletes it
       eval/                     evaluation reports: DATASET_SPLIT.{json,md,_predictions.csv,...}
