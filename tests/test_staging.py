@@ -47,7 +47,8 @@ def test_a_staged_copy_holds_every_file_and_reads_as_the_source(source, tmp_path
     manifest = json.loads((local / VERSION / staging.MANIFEST).read_text())["files"]
     assert manifest.keys() == files.keys()
     for name, path in files.items():
-        assert manifest[name] == {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        assert manifest[name] == {"bytes": path.stat().st_size, "sha256": _sha256(path),
+                                  "source_mtime": int(path.stat().st_mtime)}
         assert (local / VERSION / name).read_bytes() == path.read_bytes()
     assert staged.num_bytes == sum(p.stat().st_size for p in files.values())
     for split in ("train", "val", "fold0_test"):
@@ -55,21 +56,27 @@ def test_a_staged_copy_holds_every_file_and_reads_as_the_source(source, tmp_path
     assert list((local / staging.STAGING).iterdir()) == [], "nothing is left beside the copy"
 
 
-def test_a_complete_copy_is_kept_and_an_incomplete_one_redone(source, tmp_path):
-    local = tmp_path / "tfds"
-    staging.stage(os.fspath(source), local, ["bone_mri/stir"], progress=False)
+def test_a_complete_copy_is_kept_and_an_incomplete_or_outdated_one_redone(source, tmp_path):
+    bucket, local = tmp_path / "bucket", tmp_path / "tfds"
+    shutil.copytree(source, bucket)
+    staging.stage(os.fspath(bucket), local, ["bone_mri/stir"], progress=False)
     shard = local / VERSION / "bone_mri-train.array_record-00000-of-00001"
     before = shard.stat().st_mtime_ns
-    [again] = staging.stage(os.fspath(source), local, ["bone_mri/stir"], progress=False)
+    [again] = staging.stage(os.fspath(bucket), local, ["bone_mri/stir"], progress=False)
     assert not again.copied and shard.stat().st_mtime_ns == before
 
     shard.write_bytes(shard.read_bytes()[:100])  # a copy damaged after staging: its size no longer matches
-    [redone] = staging.stage(os.fspath(source), local, progress=False)
+    [redone] = staging.stage(os.fspath(bucket), local, progress=False)
     assert redone.copied
     staging.verify(local / VERSION)
 
     (local / VERSION / staging.MANIFEST).unlink()  # a folder copied by hand: nothing says it is complete
-    assert staging.stage(os.fspath(source), local, progress=False)[0].copied
+    assert staging.stage(os.fspath(bucket), local, progress=False)[0].copied
+
+    later = time.time() + 60  # the dataset uploaded again since (same names and sizes)
+    os.utime(bucket / VERSION / "dataset_info.json", (later, later))
+    assert staging.stage(os.fspath(bucket), local, progress=False)[0].copied
+    assert not staging.stage(os.fspath(bucket), local, progress=False)[0].copied
 
 
 def test_verify_finds_a_changed_byte(source, tmp_path):

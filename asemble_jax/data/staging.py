@@ -10,8 +10,9 @@ A dataset is copied file by file into .staging/, each file hashed as it is read;
 against the source's, every file is read back and its hash compared, and TFDS opens every split and finds the
 number of examples its dataset_info.json records. Only then is the folder renamed into place. A copy killed at any
 point leaves nothing in place that looks complete, and the next run starts it again. A copy whose .staged.json
-lists the same files with the same sizes as the source, all still there at those sizes, is kept: staging again
-costs a listing of the source and a stat of each file (`verify` reads them all and compares their hashes).
+lists the same files with the same sizes and modification times as the source, all still there at those sizes,
+is kept: staging again costs a listing of the source and a stat of each file (`verify` reads them all and
+compares their hashes).
 One staging runs on a host at a time (a lock on DATA_DIR/.staging.lock); a second waits, then finds the copy made.
 """
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Staged:
 def stage(source: str, data_dir: str | os.PathLike, datasets: Sequence[str] = (), *,
           progress: bool = True) -> list[Staged]:
     """Copies the prepared datasets under `source` (each NAME/CONFIG, or all of them) into the local `data_dir`."""
-    if "://" in os.fspath(data_dir):
+    if storage.is_url(data_dir):
         raise InputError(data_dir, "staging copies to this host's disk: give a local folder as data_dir")
     data_dir = os.path.abspath(os.fspath(data_dir))
     if storage.is_url(source):
@@ -83,15 +84,16 @@ def _prepared_versions(root: epath.Path, datasets: Sequence[str]) -> list[str]:
     return sorted(os.fspath(path.relative_to(root)) for path in found)
 
 
-def _source_files(folder: epath.Path, prefix: str = "") -> dict[str, int]:
-    """Every file of a dataset version (relative path -> size in bytes). By iterdir, not walk: epath's walk drops
-    the gs:// of the folders it yields."""
+def _source_files(folder: epath.Path, prefix: str = "") -> dict[str, tuple[int, int]]:
+    """Every file of a dataset version: relative path -> (size in bytes, modification time). By iterdir, not walk:
+    epath's walk drops the gs:// of the folders it yields."""
     files = {}
     for path in folder.iterdir():
         if path.is_dir():
             files.update(_source_files(path, f"{prefix}{path.name}/"))
         else:
-            files[prefix + path.name] = path.stat().length
+            stat = path.stat()
+            files[prefix + path.name] = (stat.length, int(stat.mtime))
     return files
 
 
@@ -99,7 +101,7 @@ def _stage_version(root: epath.Path, name: str, data_dir: str, progress: bool) -
     source_dir = root / name
     with _failing(source_dir, "cannot list it"):
         files = _source_files(source_dir)
-    total = sum(files.values())
+    total = sum(size for size, _ in files.values())
     destination = os.path.join(data_dir, name)
     if _complete_copy(destination) == files:
         return Staged(name, total, copied=False)
@@ -110,12 +112,12 @@ def _stage_version(root: epath.Path, name: str, data_dir: str, progress: bool) -
     os.makedirs(copy_dir)
     digests = {}
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not progress) as bar:
-        for relative, size in sorted(files.items()):
+        for relative in sorted(files):
             with _failing(source_dir / relative, f"copying it into {data_dir} failed"):
                 digests[relative] = _copy(source_dir / relative, os.path.join(copy_dir, relative), bar.update)
-    _verify(copy_dir, files, digests, source_dir)
-    atomic_io.write_json(os.path.join(copy_dir, MANIFEST), {
-        "source": os.fspath(source_dir), "files": {k: {"bytes": files[k], "sha256": digests[k]} for k in files}})
+    _verify(copy_dir, {k: size for k, (size, _) in files.items()}, digests, source_dir)
+    atomic_io.write_json(os.path.join(copy_dir, MANIFEST), {"source": os.fspath(source_dir), "files": {
+        k: {"bytes": size, "source_mtime": mtime, "sha256": digests[k]} for k, (size, mtime) in files.items()}})
     os.makedirs(os.path.dirname(destination), exist_ok=True)
     if os.path.lexists(destination):  # an older or incomplete copy: out of the way first, deleted after
         os.rename(destination, os.path.join(work, "replaced"))
@@ -124,14 +126,14 @@ def _stage_version(root: epath.Path, name: str, data_dir: str, progress: bool) -
     return Staged(name, total, copied=True)
 
 
-def _complete_copy(destination: str) -> dict[str, int] | None:
-    """The files and sizes of a complete copy, as its manifest lists them and each file on disk still has them;
-    None where there is none."""
+def _complete_copy(destination: str) -> dict[str, tuple[int, int]] | None:
+    """The files of a complete copy with the sizes and source modification times its manifest lists, where each
+    file on disk still has that size; None where there is none."""
     try:
         with open(os.path.join(destination, MANIFEST), encoding="utf-8") as f:
-            sizes = {k: v["bytes"] for k, v in json.load(f)["files"].items()}
-        if all(os.path.getsize(os.path.join(destination, k)) == size for k, size in sizes.items()):
-            return sizes
+            files = {k: (v["bytes"], v["source_mtime"]) for k, v in json.load(f)["files"].items()}
+        if all(os.path.getsize(os.path.join(destination, k)) == size for k, (size, _) in files.items()):
+            return files
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     return None
