@@ -201,6 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
         for (step_number, _), value in zip(unchecked_losses, values):
             if not np.isfinite(value):
                 metrics_log.flush()
+                events.flush()
                 checkpoints.wait()
                 raise TrainingError(f"loss is {float(value)} at step {step_number}; stopped without saving this "
                                     f"state (last good checkpoint: step {checkpoints.latest_step()})")
