@@ -244,7 +244,8 @@ def serve(workdir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 80
     if not loopback and token is None:
         raise UserError(f"--host={host} serves beyond this machine: give an access token (--token or "
                         f"{TOKEN_ENVIRONMENT}), which every API call must then carry")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    # force: importing JAX and TFDS already gave the root logger a handler, at level WARNING.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True)
     start = time.perf_counter()
     app = create_app(workdir, token=token, trusted_hosts=list(LOOPBACK_HOSTS) if loopback else None, **options)
     logging.getLogger("asemble_jax.web").info("model loaded and compiled in %.1f s; serving http://%s:%d/%s",
