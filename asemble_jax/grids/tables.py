@@ -456,7 +456,7 @@ def markdown(table: Table, spec: TableSpec) -> str:
 
 
 _LATEX_ESCAPES = {"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "±": r"$\pm$", "Δ": r"$\Delta$", "−": "$-$",
-                  "–": "--", "<": r"$<$"}
+                  "–": "--", "<": r"$<$", "×": r"$\times$", "∞": r"$\infty$", "α": r"$\alpha$", "²": r"$^2$"}
 
 
 def _latex_escape(text: str) -> str:
