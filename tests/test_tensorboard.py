@@ -5,7 +5,6 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import sys
 import time
 
@@ -16,7 +15,6 @@ from tensorboard.util import tensor_util
 
 from asemble_jax import tensorboard_log
 from asemble_jax.config import apply_overrides, load_config
-from asemble_jax.data import pipeline
 from asemble_jax.data.builders import build
 from asemble_jax.errors import UserError
 from asemble_jax.train import trainer
@@ -100,36 +98,6 @@ def test_a_resumed_run_keeps_no_event_past_the_restored_step(data_dir, uninterru
                                                                                   "the restored step survived"
     expected = {(tag, step): value for tag, step, value, _ in _events(uninterrupted) if tag != "train/images_per_second"}
     assert {(tag, step): value for tag, step, value, _ in events if (tag, step) in expected} == expected
-
-
-class _SigtermAfter:
-    """The training iterator, sending this process SIGTERM after `count` batches as a TPU preemption would."""
-
-    def __init__(self, inner, count):
-        self.inner, self.count = inner, count
-
-    def __next__(self):
-        self.count -= 1
-        if self.count == 0:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return next(self.inner)
-
-    def get_state(self):
-        return self.inner.get_state()
-
-    def set_state(self, state):
-        self.inner.set_state(state)
-
-
-def test_a_preempted_run_flushes_its_events_and_resumes_them(data_dir, uninterrupted, tmp_path, monkeypatch):
-    workdir = os.fspath(tmp_path / "preempted")
-    real = pipeline.train_iterator
-    monkeypatch.setattr(pipeline, "train_iterator", lambda *a, **k: _SigtermAfter(real(*a, **k), 3))
-    assert trainer.train_and_evaluate(_config(data_dir), workdir, progress=False)["step"] == 3
-    assert sorted({step for tag, step, _, _ in _events(workdir) if tag == "train/loss"}) == [2]
-    monkeypatch.setattr(pipeline, "train_iterator", real)
-    trainer.train_and_evaluate(_config(data_dir), workdir, progress=False)
-    assert [step for tag, step, _, _ in _events(workdir) if tag == "train/loss"] == [2, 4, 6, 8]
 
 
 def test_a_grid_workdir_is_one_run_per_cell(uninterrupted, tmp_path):
