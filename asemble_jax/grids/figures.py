@@ -79,8 +79,9 @@ def plot_contributions(contributions: ContributionTable, path: str, title: str) 
             if i != j:
                 axes.text(j, i, f"{matrix[i, j]:+.3f}", ha="center", va="center", fontsize="x-small")
     short = [p.removeprefix("use_") for p in players]
-    axes.set(xticks=range(len(players)), yticks=range(len(players)), xticklabels=short, yticklabels=short,
+    axes.set(xticks=range(len(players)), yticks=range(len(players)), yticklabels=short,
              title=f"interactions, {METRIC_LABELS[metric]}")
+    axes.set_xticklabels(short, rotation=45, ha="right")
     axes.tick_params(labelsize="x-small")
     figure.suptitle(f"{title}: Shapley contributions (95% CI; red/green: interval excludes 0)", fontsize="medium")
     figure.tight_layout()
