@@ -1,17 +1,10 @@
 """What the web tests share (loaded by path, as tests load scripts): a tiny trained workdir with an evaluation
 report (so that the page has a threshold chosen on validation), the files they upload, and a real server
-(scripts/serve.py under uvicorn) on a free loopback port."""
-import contextlib
+(scripts/serve.py under uvicorn) on a free loopback port (asemble_jax.web.benchmark.running_server)."""
 import io
 import os
 import pathlib
-import signal
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import nibabel as nib
 import numpy as np
 import tensorflow_datasets as tfds
@@ -23,6 +16,7 @@ from asemble_jax.config import load_config
 from asemble_jax.data import examples
 from asemble_jax.evaluation.evaluate import evaluate_workdir
 from asemble_jax.train import trainer
+from asemble_jax.web.benchmark import running_server  # noqa: F401  (the tests' real server)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PATIENT_NAME, PATIENT_ID, BIRTH_DATE = "Testpatient^Secretname", "PID-7731-XQ", "19610203"
@@ -121,43 +115,3 @@ def nifti_bytes(slices, *, compressed: bool) -> bytes:
         import gzip
         return gzip.compress(data)
     return data
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_server(workdir: pathlib.Path, upload_tmp: pathlib.Path, log: pathlib.Path, *arguments: str):
-    """scripts/serve.py on a free loopback port, uploads under upload_tmp (its TMPDIR), its log in `log`; yields
-    (base URL, seconds from launch to a healthy answer); stopped with SIGINT, as a user stops it."""
-    port = free_port()
-    environment = dict(os.environ, TMPDIR=str(upload_tmp))
-    start = time.perf_counter()
-    with open(log, "wb") as output:
-        process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve.py"), f"--workdir={workdir}",
-                                    f"--port={port}", *arguments], stdout=output, stderr=subprocess.STDOUT,
-                                   env=environment, cwd=ROOT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"serve.py exited with {process.returncode}: {log.read_text()[-3000:]}")
-                try:
-                    if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.perf_counter() - start > 600:
-                    raise RuntimeError(f"serve.py was not healthy within 600 s: {log.read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield url, time.perf_counter() - start
-        finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
