@@ -235,8 +235,9 @@ def test_server_stopped_mid_run_fails_with_one_line_and_the_rerun_resumes(gcs, d
 
 @pytest.mark.slow
 def test_evaluate_predict_and_init_from_read_and_write_gcs(preempted_run, data_dir, tmp_path):
+    import cv2
+
     from asemble_jax import classify
-    from asemble_jax.data import examples
     from asemble_jax.evaluation.evaluate import evaluate_workdir
 
     report = evaluate_workdir(preempted_run, split="fold0_test", n_resamples=20)
@@ -247,7 +248,7 @@ def test_evaluate_predict_and_init_from_read_and_write_gcs(preempted_run, data_d
     assert json.loads(storage.read_text(stem + ".json"))["n"] == report["n"]
 
     image = tmp_path / "scan.png"
-    image.write_bytes(examples.encode_png((np.random.default_rng(0).random((96, 96)) * 255).astype(np.uint8)))
+    image.write_bytes(cv2.imencode(".png", (np.random.default_rng(0).random((96, 96)) * 255).astype(np.uint8))[1])
     out = storage.as_path(f"gs://{BUCKET}/predictions")
     classifier = classify.Classifier.from_workdir(preempted_run)
     assert classify.write_predictions(classifier, [image], out=out) == 0
@@ -367,3 +368,33 @@ def test_local_paths_are_not_urls(tmp_path):
     assert storage.absolute("gs://b/run") == "gs://b/run" and storage.absolute("run") == os.path.abspath("run")
     assert storage.relative("gs://b/run/eval/x.json", "gs://b/run") == "eval/x.json"
     assert os.fspath(storage.as_path("gs://b/run") / "predictions") == "gs://b/run/predictions"
+
+
+@pytest.mark.benchmark
+@pytest.mark.skipif(not os.environ.get("ASEMBLE_BENCHMARK"), reason="a measurement: ASEMBLE_BENCHMARK=1 runs it")
+def test_step_time_local_vs_gcs(gcs, data_dir, tmp_path):
+    """Wall time of the same tiny-preset run with its workdir local and on the emulator, in one process after a
+    warm-up run that compiled everything (results/storage/README.md has the command and what it printed)."""
+    from asemble_jax.config import apply_overrides, load_config
+    from asemble_jax.train import trainer
+
+    steps, every = 48, 8
+    config = apply_overrides(load_config(f"{ROOT}/ablations/base.py:preset=tiny,dataset=bone_mri/stir"), {
+        "data.data_dir": data_dir, "data.train_split": "fold0_train", "data.val_split": "fold0_train",
+        "data.augment": False, "global_batch_size": 8, "total_steps": steps, "warmup_steps": 2, "log_every": 2,
+        "eval_every": every, "checkpoint_every": every,
+        "compilation_cache_dir": os.environ["JAX_COMPILATION_CACHE_DIR"]})
+    trainer.train_and_evaluate(config, str(tmp_path / "warm-up"), progress=False)
+    times = {}
+    for name, workdir in (("local", str(tmp_path / "local")), ("emulator", f"gs://{BUCKET}/benchmark")):
+        start = time.perf_counter()
+        trainer.train_and_evaluate(config, workdir, progress=False)
+        times[name] = time.perf_counter() - start
+    log = storage.read_bytes(Workdir(f"gs://{BUCKET}/benchmark").metrics)
+    records = log.count(b"\n")
+    print(f"\n| workdir | wall time, {steps} steps (s) | per step (ms) |\n|---|---|---|")
+    for name, seconds in times.items():
+        print(f"| {name} | {seconds:.1f} | {1000 * seconds / steps:.0f} |")
+    print(f"emulator / local: {times['emulator'] / times['local']:.2f}; checkpoints (latest and best) every "
+          f"{every} steps, log every 2; metrics.jsonl {len(log)} bytes in {records} records "
+          f"({len(log) / records:.0f} bytes per record), uploaded whole {steps // every} times")
