@@ -30,6 +30,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -44,6 +45,10 @@ def _run_cell(arguments: list[str], log_path: str, cwd: str) -> tuple[int, float
     """In a Ray worker: runs the cell process with its output appended to cell.log; returns its exit status, its
     wall time and the node. A cancel from the driver (KeyboardInterrupt here) becomes a SIGTERM to the cell, which
     saves a checkpoint; its exit status then says how it ended."""
+    if threading.current_thread() is threading.main_thread():
+        # Ray's cancel interrupts this thread as a SIGINT would, which does nothing where SIGINT is ignored: in
+        # the workers of a driver started in the background (nohup, `&` in a batch script), who inherit that.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     node = ray.get_runtime_context().get_node_id()
     devices = {key: os.environ[key] for key in ("CUDA_VISIBLE_DEVICES", "TPU_VISIBLE_CHIPS") if key in os.environ}
     command = [sys.executable, *arguments, f"--parent_pid={os.getpid()}", "--parent_death_signal=SIGKILL"]
@@ -90,8 +95,8 @@ def _connect(address: str | None) -> bool:
     from asemble_jax.grids.runner import RunnerError
 
     try:
-        if address is None:
-            ray.init(include_dashboard=False)
+        if address is None:  # a new instance, even where `ray start` left one running
+            ray.init(address="local", include_dashboard=False)
         else:
             ray.init(address=address)
     except ConnectionError as error:
@@ -182,10 +187,13 @@ def run_grid(grid, workdir: str, *, address: str | None = None, resources: Mappi
                     claim.release()
                     if outcome is not None:
                         run.ended(cell, outcome, elapsed, where)
+                        if in_flight:
+                            report(run.progress.line(run.cells))
             if stop.raised:
                 run.summary.interrupted = True
     finally:
-        for cell, claim in in_flight.values():  # an exception left them: free them for the next run
+        for ref, (cell, claim) in in_flight.items():  # an exception left them: stop them, free their cells
+            ray.cancel(ref, force=True)
             claim.release()
         if started_ray:
             ray.shutdown()
