@@ -254,7 +254,7 @@ def record_failure(cell: Cell, directory: str, grid: Grid, error: str, elapsed: 
 
 
 @contextlib.contextmanager
-def _cell_log(log_path: str):
+def cell_log_file(log_path: str):
     """The local file a cell process writes its output to: cell.log itself, or for a URL a temporary file that is
     appended to the cell.log object when the cell process ends (a process cannot append to an object)."""
     if not storage.is_url(log_path):
@@ -275,7 +275,7 @@ def _run_subprocess(cell: Cell, directory: str, claim: claims.Claim, grid: Grid,
     command = [sys.executable, *cell_arguments(cell, directory, grid, claim_path=claim.path, heartbeat=heartbeat),
                f"--parent_pid={os.getpid()}"]
     start = time.perf_counter()
-    with _cell_log(Workdir(directory).cell_log) as local_log, open(local_log, "a") as log:
+    with cell_log_file(Workdir(directory).cell_log) as local_log, open(local_log, "a") as log:
         # Its own session: a Ctrl-C in the terminal reaches only this runner, which passes on a SIGTERM.
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         stop.child = child
