@@ -132,7 +132,7 @@ def caption(contributions: ContributionTable, table: Table, spec: TableSpec) -> 
             f"Benjamini-Hochberg q over one family, this section's {n_family} p-values "
             f"({len(contributions.players)} contributions and {len(contributions.results[contributions.metrics[0]].interactions)} "
             f"interactions x {len(contributions.metrics)} metrics: {labels}) on this test set only.")
-    text += power_text(list(contributions.power.values()), label=f"{METRIC_LABELS[POWER_METRIC]} contribution",
+    text += power_text(list(contributions.power.values()), label=f"contribution to {METRIC_LABELS[POWER_METRIC]}",
                        what="components")
     if spec.budget:
         text += f" Training budget: {spec.budget}"

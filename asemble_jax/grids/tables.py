@@ -406,11 +406,15 @@ def power_text(powers: Sequence[power_lib.Power | None], label: str = f"Δ {METR
             "seed-to-seed variance of the per-seed statistic / seeds + patient-bootstrap variance of the "
             f"seed-averaged one): the smallest {label} these {'/'.join(map(str, seeds))} seeds could detect is "
             f"{_number(float(np.median(detectable)))} (median over the {len(powers)} {what}; range "
-            f"{_number(min(detectable))} to {_number(max(detectable))}); a {label} of {POWER_TARGET} would need "
-            f"{_count(float(np.median(needed)))} seeds (median; range {_count(min(needed))} to {_count(max(needed))})")
+            f"{_number(min(detectable))} to {_number(max(detectable))})")
+    limit = (f"the sampling of the test patients alone leaves more variance than ({POWER_TARGET} / "
+             f"{power_lib.z_sum():.2f})², so more test patients, not more seeds, are what it takes")
+    if infinite == len(powers):
+        return text + f"; to detect {POWER_TARGET}, no number of seeds suffices for any of them: {limit}."
+    text += (f"; to detect {POWER_TARGET} would take {_count(float(np.median(needed)))} seeds (median; range "
+             f"{_count(min(needed))} to {_count(max(needed))})")
     if infinite:
-        text += (f", and for {infinite} of the {len(powers)} no number of seeds suffices: the sampling of the "
-                 f"test patients alone leaves more variance than ({POWER_TARGET} / {power_lib.z_sum():.2f})²")
+        text += f", and for {infinite} of the {len(powers)} no number of seeds suffices: {limit}"
     return text + "."
 
 
