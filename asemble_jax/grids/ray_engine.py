@@ -24,6 +24,7 @@ checkout and environment, at the driver's working directory.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import math
 import os
@@ -35,6 +36,8 @@ import time
 from typing import Any, Callable, Mapping
 
 import ray
+
+from asemble_jax import storage  # light: no JAX
 
 DEFAULT_RESOURCES = {"CPU": 1.0}
 DEFAULT_MAX_RETRIES = 3  # retries of a cell whose worker or node died; a failed cell is never retried by Ray
@@ -53,7 +56,7 @@ def _run_cell(arguments: list[str], log_path: str, cwd: str) -> tuple[int, float
     devices = {key: os.environ[key] for key in ("CUDA_VISIBLE_DEVICES", "TPU_VISIBLE_CHIPS") if key in os.environ}
     command = [sys.executable, *arguments, f"--parent_pid={os.getpid()}", "--parent_death_signal=SIGKILL"]
     start = time.perf_counter()
-    with open(log_path, "a") as log:
+    with _local_log(log_path) as local_log, open(local_log, "a") as log:
         log.write(f"ray: node {node}, worker pid {os.getpid()}, devices {devices or 'none set'}\n")
         log.flush()
         child = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -68,6 +71,16 @@ def _run_cell(arguments: list[str], log_path: str, cwd: str) -> tuple[int, float
             child.send_signal(signal.SIGTERM)
             code = child.wait()
     return code, time.perf_counter() - start, node
+
+
+def _local_log(log_path: str):
+    """The file the cell process writes to: cell.log, or on an object store a local file appended to it at the
+    end (runner.cell_log_file, imported only then: it brings JAX into the worker)."""
+    if not storage.is_url(log_path):
+        return contextlib.nullcontext(log_path)
+    from asemble_jax.grids.runner import cell_log_file
+
+    return cell_log_file(log_path)
 
 
 def task_options(resources: Mapping[str, float]) -> dict[str, Any]:
@@ -131,8 +144,7 @@ def run_grid(grid, workdir: str, *, address: str | None = None, resources: Mappi
 
     stale_after = claims.DEFAULT_STALE_AFTER_S if stale_after is None else stale_after
     heartbeat = claims.DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat
-    if "://" not in workdir:
-        workdir = os.path.abspath(workdir)  # the workers' view of a relative path is not the driver's
+    workdir = storage.absolute(workdir)  # the workers' view of a relative path is not the driver's
     grid = grid.with_resources(resources) if resources else grid
     grid = grid.with_resources(DEFAULT_RESOURCES) if not any(cell.resources for cell in grid.cells) else grid
     run = runner.GridRun(grid, workdir, only=only, retry_failed=retry_failed, stale_after=stale_after,

@@ -1,0 +1,225 @@
+"""The Ray engine on a real local Ray and a real two-node Ray cluster on this machine: the same tiny grid as the
+local runner gives the same predictions and tables, a failed cell is recorded and not retried, cells land on the
+nodes their resources name, and a cell whose node dies mid-training is retried, resumes from its checkpoint, and
+ends with the parameters of an uninterrupted run, and a grid workdir on the local GCS server (conftest's
+gcs_bucket) runs under Ray as on a disk. Ray starts slowly on two loaded cores: one instance per class."""
+import csv
+import dataclasses
+import os
+import pathlib
+import re
+import threading
+import time
+
+import jax
+import numpy as np
+import pytest
+
+# Read when gcsfs is imported: gcsfs would first ask the emulator for a gRPC API it lacks.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from asemble_jax import storage  # noqa: E402
+from asemble_jax.data.builders import build  # noqa: E402
+from asemble_jax.grids import cell as cell_lib  # noqa: E402
+from asemble_jax.grids import ray_engine, runner  # noqa: E402
+from asemble_jax.grids.grid import load_grid, parse_resources  # noqa: E402
+from asemble_jax.grids.publish import write_tables  # noqa: E402
+from asemble_jax.workdir import GridWorkdir, Workdir, load_weights  # noqa: E402
+
+pytestmark = pytest.mark.slow
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+STEPS = 8
+BROKEN = "full/seed0/fold1"  # a config typo: fails before training
+
+
+def _quiet(message):
+    pass
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tfds")
+    build("bone_mri", data_dir=directory, manual_dir=ROOT / "datasets" / "bone_mri" / "dummy_data")
+    return str(directory)
+
+
+def _grid(data_dir):
+    """Two seeds of one tiny cell (one program to compile, shared through the compilation cache) and a broken
+    cell."""
+    grid = load_grid(f"{ROOT}/ablations/components.py:dataset=bone_mri,folds=3,variants=full,seeds=2,"
+                     f"steps={STEPS}").with_overrides(
+        {"data.data_dir": data_dir, "checkpoint_every": 2, "eval_every": 4, "log_every": 1,
+         "compilation_cache_dir": os.environ["JAX_COMPILATION_CACHE_DIR"]})
+    broken = dataclasses.replace(grid.select(BROKEN)[0],
+                                 overrides={**grid.cells[0].overrides, "data.no_such_field": 1})
+    return dataclasses.replace(grid, cells=grid.select("*/fold0") + (broken,))
+
+
+@pytest.fixture(scope="module")
+def local_run(data_dir, tmp_path_factory):
+    """The grid under the local runner (subprocess cells), the reference of every comparison."""
+    workdir = str(tmp_path_factory.mktemp("local") / "grid")
+    summary = runner.run_grid(_grid(data_dir), workdir, report=_quiet)
+    assert summary.failed == [BROKEN] and len(summary.ran) == 3
+    return workdir
+
+
+def _files(workdir, cell_name, pattern):
+    root = pathlib.Path(workdir) / cell_name
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.glob(pattern))}
+
+
+def _tables(workdir, out):
+    """tables.csv without its provenance lines (workdir, commit, dates) and the training speed (a timing)."""
+    write_tables(workdir, str(out), command="test", n_resamples=50)
+    lines = [line for line in (out / "tables.csv").read_text().splitlines() if not line.startswith("#")]
+    rows = list(csv.reader(lines))
+    speed = rows[0].index("train_images_per_second")
+    return [row[:speed] + row[speed + 1:] for row in rows]
+
+
+def _latest_weights(cell_dir):
+    """The step and every array of the latest checkpoint's weights (parameters, BatchNorm statistics, RNG keys)."""
+    _, weights, _, step = load_weights(cell_dir, which="latest")
+    leaves = jax.tree_util.tree_leaves((weights.params, weights.batch_stats, weights.other))
+    return step, [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+                  for x in leaves]
+
+
+def _nodes_of_log(cell_dir) -> list[str]:
+    """The Ray node of every attempt, as the task wrote it at the head of its output."""
+    try:
+        text = open(Workdir(cell_dir).cell_log).read()
+    except FileNotFoundError:
+        return []
+    return re.findall(r"^ray: node ([0-9a-f]+),", text, flags=re.M)
+
+
+def test_resources_parse_and_become_task_options():
+    assert parse_resources("GPU=1") == {"GPU": 1.0}
+    assert ray_engine.task_options({"CPU": 4, "GPU": 0.5, "TPU": 4, "left": 1}) == {
+        "num_cpus": 4, "num_gpus": 0.5, "resources": {"TPU": 4, "left": 1}}
+    assert ray_engine.slots({"GPU": 1, "CPU": 2}, {"GPU": 8.0, "CPU": 12.0}) == 6
+    assert ray_engine.slots({"TPU": 4}, {"CPU": 96.0}) == 0
+
+
+@pytest.fixture(scope="class")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="class")
+def cluster():
+    """A head that runs no cell (no CPU) and two nodes of one CPU each, told apart by a custom resource; yields
+    the cluster and the node id of each side."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    nodes = {name: cluster.add_node(num_cpus=1, resources={name: 1}) for name in ("left", "right")}
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    yield cluster, {name: node.node_id for name, node in nodes.items()}
+    ray.shutdown()
+    cluster.shutdown()
+
+
+class TestLocalRay:
+
+    def test_the_grid_on_ray_gives_the_local_runners_predictions_and_tables(self, local_run, local_ray, data_dir,
+                                                                            tmp_path):
+        grid = _grid(data_dir)
+        workdir = str(tmp_path / "grid")
+        messages = []
+        summary = ray_engine.run_grid(grid, workdir, report=messages.append)
+        assert sorted(summary.ran) == sorted(cell.name for cell in grid.cells) and summary.failed == [BROKEN]
+        assert not summary.not_done and not summary.interrupted
+        assert "queued 3 cell(s) on Ray (2 at a time)" in messages[0] and "ETA" in messages[-1]
+        failed = cell_lib.read_record(runner.cell_dir(workdir, grid.select(BROKEN)[0]))
+        assert failed["status"] == "failed" and "no field 'data.no_such_field'" in failed["error"]
+        for cell in grid.select("*/fold0"):
+            assert cell_lib.read_record(runner.cell_dir(workdir, cell))["status"] == "done"
+            ours, theirs = _files(workdir, cell.name, "eval/*.csv"), _files(local_run, cell.name, "eval/*.csv")
+            assert ours and ours == theirs  # the same predictions, bit for bit
+            assert len(_nodes_of_log(runner.cell_dir(workdir, cell))) == 1  # ran once
+        table = _tables(workdir, tmp_path / "ray_tables")
+        assert len(table) > 1 and table == _tables(local_run, tmp_path / "local_tables")
+
+        # A rerun skips what is done and what failed; only when asked does it run the failed cell again.
+        again = ray_engine.run_grid(grid, workdir, report=_quiet)
+        assert again.ran == [] and sorted(again.skipped) == sorted(summary.ran)
+        retried = ray_engine.run_grid(grid, workdir, retry_failed=True, report=_quiet)
+        assert retried.ran == [BROKEN] and retried.failed == [BROKEN]
+
+
+class TestTwoNodeCluster:
+    def test_cells_land_on_the_nodes_their_resources_name(self, cluster, data_dir, tmp_path):
+        _, node_ids = cluster
+        broken = _grid(data_dir).select(BROKEN)[0]
+        # Fast cells (they fail at their config): where they ran is what counts here.
+        cells = tuple(dataclasses.replace(broken, name=f"full/seed{i}/fold1", factors={**broken.factors, "seed": i},
+                                          resources={"CPU": 1, side: 1})
+                      for i, side in enumerate(("left", "right", "left")))
+        grid = dataclasses.replace(_grid(data_dir), cells=cells)
+        workdir = str(tmp_path / "grid")
+        summary = ray_engine.run_grid(grid, workdir, report=_quiet)
+        assert summary.failed == [cell.name for cell in cells]
+        for cell, side in zip(cells, ("left", "right", "left")):
+            assert _nodes_of_log(runner.cell_dir(workdir, cell)) == [node_ids[side]]
+
+    def test_a_cell_whose_node_dies_is_retried_and_ends_as_if_never_stopped(self, cluster, local_run, data_dir,
+                                                                           tmp_path):
+        ray_cluster, node_ids = cluster
+        grid = _grid(data_dir)
+        cell = grid.select("full/seed0/fold0")[0]
+        workdir = str(tmp_path / "grid")
+        directory = runner.cell_dir(workdir, cell)
+        summaries = []
+        driver = threading.Thread(target=lambda: summaries.append(ray_engine.run_grid(
+            grid, workdir, only=cell.name, report=_quiet)))
+        driver.start()
+        deadline = time.time() + 600
+        while not os.path.isdir(os.path.join(Workdir(directory).checkpoints, "2")) and time.time() < deadline:
+            time.sleep(0.2)
+        assert cell_lib.read_record(directory) is None, "the cell finished before it could be stopped"
+        (first_node,) = _nodes_of_log(directory)
+        doomed = next(node for node in ray_cluster.list_all_nodes() if node.node_id == first_node)
+        ray_cluster.remove_node(doomed, allow_graceful=False)
+        driver.join(timeout=900)
+        assert not driver.is_alive()
+        (summary,) = summaries
+        assert summary.ran == [cell.name] and not summary.failed and not summary.not_done
+        record = cell_lib.read_record(directory)
+        assert record["status"] == "done" and record["steps_logged_at_start"] >= 2  # resumed, not restarted
+        attempts = _nodes_of_log(directory)
+        assert attempts[0] == first_node and attempts[-1] != first_node and set(attempts) <= set(node_ids.values())
+        step, ours = _latest_weights(directory)
+        reference_step, theirs = _latest_weights(runner.cell_dir(local_run, cell))
+        assert step == reference_step == STEPS
+        assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+        assert _files(workdir, cell.name, "eval/*.csv") == _files(local_run, cell.name, "eval/*.csv")
+
+
+def test_a_grid_workdir_on_the_gcs_server_runs_under_ray(gcs_bucket, monkeypatch, local_run, data_dir):
+    # What the cell processes need to reach the emulator without credentials (gcsfs, and tensorstore for
+    # Orbax); Ray's workers take the environment of the driver at ray.init, so it is set first.
+    for key, value in {"TENSORSTORE_GCS_HTTP_URL": os.environ["STORAGE_EMULATOR_HOST"], "FSSPEC_GCS_TOKEN": "anon",
+                       "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator"}.items():
+        monkeypatch.setenv(key, value)
+    grid = _grid(data_dir)
+    workdir = f"{gcs_bucket}/ray_grid"
+    ray.init(address="local", num_cpus=1, include_dashboard=False)
+    try:
+        summary = ray_engine.run_grid(grid, workdir, only="full/seed0/fold0", report=_quiet)
+    finally:
+        ray.shutdown()
+    cell = GridWorkdir(workdir).cell("full/seed0/fold0")
+    assert summary.ran == ["full/seed0/fold0"] and not summary.failed, storage.read_text(cell.cell_log)[-2000:]
+    assert storage.read_text(cell.cell_log).startswith("ray: node ")
+    assert not [name for name in storage.listdir(cell.root) if name.startswith("claim.")]
+    reference = Workdir(runner.cell_dir(local_run, grid.cells[0]))
+    names = [name for name in storage.listdir(cell.path("eval")) if name.endswith(".csv")]
+    assert names and all(storage.read_bytes(cell.path("eval", name)) ==
+                         pathlib.Path(reference.path("eval", name)).read_bytes() for name in names)
