@@ -29,6 +29,7 @@ import functools
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -107,6 +108,12 @@ def _connect(address: str | None) -> bool:
         return False
     from asemble_jax.grids.runner import RunnerError
 
+    host, _, port = address.rpartition(":") if address else ("", "", "")
+    if host and port.isdigit():  # ray.init retries an address where nothing listens for minutes
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as error:
+            raise RunnerError(f"no Ray cluster at --address={address}: {error.strerror or error}") from None
     try:
         if address is None:  # a new instance, even where `ray start` left one running
             ray.init(address="local", include_dashboard=False)
@@ -147,9 +154,14 @@ def run_grid(grid, workdir: str, *, address: str | None = None, resources: Mappi
     workdir = storage.absolute(workdir)  # the workers' view of a relative path is not the driver's
     grid = grid.with_resources(resources) if resources else grid
     grid = grid.with_resources(DEFAULT_RESOURCES) if not any(cell.resources for cell in grid.cells) else grid
-    run = runner.GridRun(grid, workdir, only=only, retry_failed=retry_failed, stale_after=stale_after,
-                         heartbeat=heartbeat, command=command, report=report)
-    started_ray = _connect(address)
+    started_ray = _connect(address)  # first: a cluster that cannot be reached leaves the workdir untouched
+    try:
+        run = runner.GridRun(grid, workdir, only=only, retry_failed=retry_failed, stale_after=stale_after,
+                             heartbeat=heartbeat, command=command, report=report)
+    except BaseException:
+        if started_ray:
+            ray.shutdown()
+        raise
     in_flight: dict[ray.ObjectRef, tuple[Any, claims.Claim]] = {}
     try:
         with runner.StopFlag(in_process=False) as stop:
