@@ -126,6 +126,26 @@ def cluster():
     cluster.shutdown()
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--address=auto"], "--address and --cell_resources go with --engine=ray"),
+    (["--engine=ray", "--in_process"], "--in_process goes with --engine=local"),
+    (["--engine=ray", "--cell_resources=GPU"], "resources 'GPU': each item is NAME=AMOUNT"),
+    (["--engine=ray", "--address=127.0.0.1:1"], "no Ray cluster at --address=127.0.0.1:1"),
+])
+def test_flags_that_cannot_work_are_one_line_and_touch_nothing(flags, message, tmp_path, capsys):
+    import importlib.util
+
+    from asemble_jax.errors import run_main
+
+    spec = importlib.util.spec_from_file_location("run_ablations_script", ROOT / "scripts" / "run_ablations.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    workdir = tmp_path / "grid"
+    status = run_main(script.main, [f"--grid={ROOT}/ablations/components.py:seeds=1,variants=full,planes=coronal",
+                                    f"--workdir={workdir}", *flags])
+    assert status == 2 and message in capsys.readouterr().err and not workdir.exists()
+
+
 class TestLocalRay:
 
     def test_the_grid_on_ray_gives_the_local_runners_predictions_and_tables(self, local_run, local_ray, data_dir,
