@@ -16,6 +16,7 @@ import builtins
 import contextlib
 import functools
 import io
+import logging
 import os
 import pathlib
 import posixpath
@@ -68,6 +69,9 @@ def _filesystem(protocol: str):
         import fsspec
     except ImportError:  # fsspec comes with TFDS; gcsfs/s3fs are the `gcs` extra
         raise StorageError(f"{protocol}:// paths need the gcs extra (pip install 'asemble_jax[gcs]')") from None
+    # gcsfs logs a request that ran out of retries with its traceback; the failure reaches the caller anyway and
+    # becomes a StorageError, the one line the user sees.
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
     try:
         # No listing cache: other processes (grid workers, a resumed run) write the same prefixes.
         return fsspec.filesystem(protocol, use_listings_cache=False)
