@@ -1,8 +1,7 @@
 """The Ray engine on a real local Ray and a real two-node Ray cluster on this machine: the same tiny grid as the
 local runner gives the same predictions and tables, a failed cell is recorded and not retried, cells land on the
 nodes their resources name, and a cell whose node dies mid-training is retried, resumes from its checkpoint, and
-ends with the parameters of an uninterrupted run, and a grid workdir on the local GCS server (conftest's
-gcs_bucket) runs under Ray as on a disk. Ray starts slowly on two loaded cores: one instance per class."""
+ends with the parameters of an uninterrupted run. Ray starts slowly on two loaded cores: one instance per class."""
 import csv
 import dataclasses
 import os
@@ -15,19 +14,15 @@ import jax
 import numpy as np
 import pytest
 
-# Read when gcsfs is imported: gcsfs would first ask the emulator for a gRPC API it lacks.
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from asemble_jax import storage  # noqa: E402
 from asemble_jax.data.builders import build  # noqa: E402
 from asemble_jax.grids import cell as cell_lib  # noqa: E402
 from asemble_jax.grids import ray_engine, runner  # noqa: E402
 from asemble_jax.grids.grid import load_grid, parse_resources  # noqa: E402
 from asemble_jax.grids.publish import write_tables  # noqa: E402
-from asemble_jax.workdir import GridWorkdir, Workdir, load_weights  # noqa: E402
+from asemble_jax.workdir import Workdir, load_weights  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -220,26 +215,3 @@ class TestTwoNodeCluster:
         assert step == reference_step == STEPS
         assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
         assert _files(workdir, cell.name, "eval/*.csv") == _files(local_run, cell.name, "eval/*.csv")
-
-
-def test_a_grid_workdir_on_the_gcs_server_runs_under_ray(gcs_bucket, monkeypatch, local_run, data_dir):
-    # What the cell processes need to reach the emulator without credentials (gcsfs, and tensorstore for
-    # Orbax); Ray's workers take the environment of the driver at ray.init, so it is set first.
-    for key, value in {"TENSORSTORE_GCS_HTTP_URL": os.environ["STORAGE_EMULATOR_HOST"], "FSSPEC_GCS_TOKEN": "anon",
-                       "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator"}.items():
-        monkeypatch.setenv(key, value)
-    grid = _grid(data_dir)
-    workdir = f"{gcs_bucket}/ray_grid"
-    ray.init(address="local", num_cpus=1, include_dashboard=False)
-    try:
-        summary = ray_engine.run_grid(grid, workdir, only="full/seed0/fold0", report=_quiet)
-    finally:
-        ray.shutdown()
-    cell = GridWorkdir(workdir).cell("full/seed0/fold0")
-    assert summary.ran == ["full/seed0/fold0"] and not summary.failed, storage.read_text(cell.cell_log)[-2000:]
-    assert storage.read_text(cell.cell_log).startswith("ray: node ")
-    assert not [name for name in storage.listdir(cell.root) if name.startswith("claim.")]
-    reference = Workdir(runner.cell_dir(local_run, grid.cells[0]))
-    names = [name for name in storage.listdir(cell.path("eval")) if name.endswith(".csv")]
-    assert names and all(storage.read_bytes(cell.path("eval", name)) ==
-                         pathlib.Path(reference.path("eval", name)).read_bytes() for name in names)
