@@ -24,8 +24,11 @@ demo: install
 serve: install
 	$(BIN)/python scripts/serve.py --workdir=workdirs/demo --eval_dir=results/demo/eval
 
+# PYTEST_ARGS narrows a run, e.g. PYTEST_ARGS='-m "not slow"'.
+PYTEST_ARGS ?=
+
 test: install
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR)
