@@ -180,7 +180,7 @@ class TestTwoNodeCluster:
         grid = dataclasses.replace(_grid(data_dir), cells=cells)
         workdir = str(tmp_path / "grid")
         summary = ray_engine.run_grid(grid, workdir, report=_quiet)
-        assert summary.failed == [cell.name for cell in cells]
+        assert sorted(summary.failed) == sorted(cell.name for cell in cells)  # in the order they finished
         for cell, side in zip(cells, ("left", "right", "left")):
             assert _nodes_of_log(runner.cell_dir(workdir, cell)) == [node_ids[side]]
 
