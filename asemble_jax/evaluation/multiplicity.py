@@ -13,40 +13,28 @@ from __future__ import annotations
 import numpy as np
 
 
-def _finite(p_values) -> tuple[np.ndarray, np.ndarray]:
+def _adjusted(p_values, step) -> np.ndarray:
+    """Each finite p-value replaced by step(sorted finite p-values, m)'s entry at its rank, capped at 1; NaNs kept."""
     p = np.asarray(p_values, np.float64).reshape(-1)
     finite = np.isfinite(p)
     if np.any((p[finite] < 0) | (p[finite] > 1)):
         raise ValueError(f"p-values must lie in [0, 1], got {p[finite & ((p < 0) | (p > 1))][:3].tolist()}")
-    return p, finite
+    adjusted = np.full(p.shape, np.nan)
+    values = p[finite]
+    if values.size:
+        order = np.argsort(values, kind="stable")
+        out = np.empty(values.size)
+        out[order] = np.minimum(step(values[order], values.size), 1.0)
+        adjusted[finite] = out
+    return adjusted
 
 
 def holm(p_values) -> np.ndarray:
     """Holm-adjusted p-values: the k-th smallest of m becomes max over j <= k of min(1, (m - j + 1) p_(j))."""
-    p, finite = _finite(p_values)
-    adjusted = np.full(p.shape, np.nan)
-    values = p[finite]
-    m = values.size
-    if m:
-        order = np.argsort(values, kind="stable")
-        stepped = np.maximum.accumulate((m - np.arange(m)) * values[order])
-        out = np.empty(m)
-        out[order] = np.minimum(stepped, 1.0)
-        adjusted[finite] = out
-    return adjusted
+    return _adjusted(p_values, lambda ordered, m: np.maximum.accumulate((m - np.arange(m)) * ordered))
 
 
 def benjamini_hochberg(p_values) -> np.ndarray:
     """Benjamini-Hochberg q-values: the k-th smallest of m becomes min over j >= k of min(1, m p_(j) / j)."""
-    p, finite = _finite(p_values)
-    adjusted = np.full(p.shape, np.nan)
-    values = p[finite]
-    m = values.size
-    if m:
-        order = np.argsort(values, kind="stable")
-        scaled = values[order] * m / np.arange(1, m + 1)
-        stepped = np.minimum.accumulate(scaled[::-1])[::-1]
-        out = np.empty(m)
-        out[order] = np.minimum(stepped, 1.0)
-        adjusted[finite] = out
-    return adjusted
+    return _adjusted(p_values,
+                     lambda ordered, m: np.minimum.accumulate((ordered * m / np.arange(1, m + 1))[::-1])[::-1])
