@@ -13,68 +13,33 @@ import jax
 import nibabel as nib
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from asemble_jax import classify
 from asemble_jax import workdir as workdir_lib
-from asemble_jax.config import load_config
-from asemble_jax.data import examples
 from asemble_jax.data.pipeline import to_model_input
 from asemble_jax.data.preprocess import preprocess
 from asemble_jax.data.readers import read_image
 from asemble_jax.errors import run_main
-from asemble_jax.train import trainer
 
 ROOT = pathlib.Path(__file__).parent.parent
 SCRIPT = ROOT / "scripts" / "predict.py"
 # The persistent cache that conftest.py sets up; the training config matches tests/test_train.py's, so a run
 # after it compiles nothing.
-COMPILATION_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
-PATIENT_NAME = "Testpatient^Secretname"
-PATIENT_ID = "PID-7731-XQ"
+# The toy dataset and its tiny trained workdir are the web tests' too.
+_spec = importlib.util.spec_from_file_location("tests.web_support", ROOT / "tests" / "web_support.py")
+support = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("tests.web_support", support)
+_spec.loader.exec_module(support)
+PATIENT_NAME, PATIENT_ID = support.PATIENT_NAME, support.PATIENT_ID
 LINE = re.compile(r"^(?P<label>.+): (?P<name>\S+) \(p=(?P<p>[0-9.]+)\), Grad-CAM: (?P<overlay>.+\.png)$")
-
-
-class PredictToy(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Healthy: noise. AS: noise plus a bright disc."""
-
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-        return self.dataset_info_from_configs(features=examples.features())
-
-    def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(0, 32), "val": self._generate_examples(1, 16)}
-
-    def _generate_examples(self, seed, count):
-        rng = np.random.default_rng(seed)
-        yy, xx = np.mgrid[:256, :256]
-        for i in range(count):
-            image = rng.normal(90, 25, (256, 256))
-            if i % 2:
-                image[(yy - 128) ** 2 + (xx - 128) ** 2 < 40 ** 2] += 110
-            yield i, {"image": examples.encode_png(np.clip(image, 0, 255).astype(np.uint8)), "label": i % 2,
-                      "patient_id": f"toy-{seed}-{i // 2}", "source": "toy", "plane": "coronal", "attribution": ""}
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("tfds")
-    PredictToy(data_dir=str(data_dir), file_format="array_record").download_and_prepare(file_format="array_record")
-    config = load_config(f"{ROOT / 'ablations' / 'base.py'}:model=asemblenet,preset=tiny,dataset=predict_toy")
-    config.data.data_dir = str(data_dir)
-    config.data.augment = False
-    config.global_batch_size = 16
-    config.total_steps = 8
-    config.warmup_steps = 2
-    config.eval_every = config.checkpoint_every = config.log_every = 8
-    config.compilation_cache_dir = COMPILATION_CACHE
-    path = tmp_path_factory.mktemp("workdir")
-    trainer.train_and_evaluate(config, str(path), progress=False)
-    return path
+    return support.trained_workdir(tmp_path_factory, evaluate=False)
 
 
 @pytest.fixture(scope="module")

@@ -45,9 +45,9 @@ class WebToy(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                       "patient_id": f"toy-{seed}-{i // 2}", "source": "toy", "plane": "coronal", "attribution": ""}
 
 
-def trained_workdir(tmp_path_factory) -> pathlib.Path:
-    """8 steps of the tiny preset (the training config of tests/test_predict.py, so the compilation cache serves
-    it), then an evaluation report in WORKDIR/eval with the Youden threshold of the validation split."""
+def trained_workdir(tmp_path_factory, *, evaluate: bool = True) -> pathlib.Path:
+    """8 steps of the tiny preset on the toy (tests/test_predict.py's workdir too), then, if `evaluate`, an
+    evaluation report in WORKDIR/eval with the Youden threshold of the validation split."""
     data_dir = tmp_path_factory.mktemp("tfds")
     WebToy(data_dir=str(data_dir), file_format="array_record").download_and_prepare(file_format="array_record")
     config = load_config(f"{ROOT / 'ablations' / 'base.py'}:model=asemblenet,preset=tiny,dataset=web_toy")
@@ -60,6 +60,8 @@ def trained_workdir(tmp_path_factory) -> pathlib.Path:
     config.compilation_cache_dir = os.environ["JAX_COMPILATION_CACHE_DIR"]
     path = tmp_path_factory.mktemp("workdir")
     trainer.train_and_evaluate(config, str(path), progress=False)
+    if not evaluate:
+        return path
     # The toy has no test split: the report of val carries the threshold chosen on val, as any report does.
     evaluate_workdir(str(path), split="val", n_resamples=20)
     return path
