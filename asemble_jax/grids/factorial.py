@@ -22,8 +22,8 @@ import numpy as np
 from asemble_jax.evaluation import contributions as shapley, multiplicity, power as power_lib
 from asemble_jax.evaluation.bootstrap import PairedDifference
 from asemble_jax.grids.grid import TableSpec
-from asemble_jax.grids.tables import (METRIC_LABELS, POWER_METRIC, POWER_TARGET, Table, _latex_escape, _number, _p,
-                                      _same_examples, _scores, power_text, run_metrics)
+from asemble_jax.grids.tables import (METRIC_LABELS, POWER_METRIC, POWER_TARGET, Table, _number, _p, _same_examples,
+                                      _scores, latex_table, markdown_table, power_text, run_metrics)
 from asemble_jax.models.registry import factorial_variants
 
 COMPONENT_LABELS = {"use_wide_resnet": "wide-residual branch", "use_convnext": "ConvNeXt branch",
@@ -182,26 +182,16 @@ def _interaction_rows(contributions: ContributionTable, minus: str) -> tuple[lis
 
 
 def markdown(contributions: ContributionTable) -> str:
-    lines = []
-    for header, rows in (_contribution_rows(contributions, "−"), _interaction_rows(contributions, "−")):
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        lines.append("")
-    return "\n".join(lines)
+    return "\n".join(markdown_table(header, rows)
+                     for header, rows in (_contribution_rows(contributions, "−"), _interaction_rows(contributions, "−")))
 
 
 def latex(contributions: ContributionTable, caption_text: str, label: str) -> str:
     blocks = []
     for kind, (header, rows) in ((SHAPLEY, _contribution_rows(contributions, "−")),
                                  (INTERACTION, _interaction_rows(contributions, "−"))):
-        lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize",
-                 r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
-                 " & ".join(_latex_escape(c) for c in header) + r" \\", r"\midrule"]
-        lines += [" & ".join(_latex_escape(c) for c in row) + r" \\" for row in rows]
         what = "Shapley contributions" if kind == SHAPLEY else "pairwise interactions"
-        lines += [r"\bottomrule", r"\end{tabular}", r"\caption{" + _latex_escape(f"{what}. {caption_text}") + "}",
-                  r"\label{tab:" + f"{label}_{kind}" + "}", r"\end{table}"]
-        blocks.append("\n".join(lines) + "\n")
+        blocks.append(latex_table(header, rows, f"{what}. {caption_text}", f"{label}_{kind}"))
     return "\n".join(blocks)
 
 

@@ -61,23 +61,6 @@ def plane_of(dataset: str) -> str | None:
     return PLANE_OF.get(dataset) or next((plane for plane in PLANES if plane in config), None)
 
 
-# ---- generic rendering ----------------------------------------------------------------------------------------
-
-def _markdown(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
-
-
-def _latex(columns: Sequence[str], rows: Sequence[Sequence[str]], caption: str, label: str) -> str:
-    escape = tables._latex_escape
-    lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize", r"\begin{tabular}{l" + "r" * (len(columns) - 1) + "}",
-             r"\toprule", " & ".join(escape(c) for c in columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(escape(c) for c in row) + r" \\" for row in rows]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\caption{" + escape(caption) + "}", r"\label{tab:" + label + "}",
-              r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
 def _count(images: int, patients: int) -> str:
     return f"{images:,} ({patients:,})"
 
@@ -404,9 +387,9 @@ def write_paper_tables(out: str, *, data_dir: str, datasets: Sequence[str], grid
 
     md = ["# The paper's Table 1 and Table 2, from the data and grids at hand", "", *header1, "",
           "## Table 1: dataset distribution", "", TABLE1_CAPTION, "",
-          "### Per source, plane, split and class", "", _markdown(SPLIT_COLUMNS, split_rows(distributions)),
-          "### Per dataset", "", _markdown(DATASET_COLUMNS, dataset_rows(distributions)),
-          "### Totals per source and plane, with the paper's", "", _markdown(PLANE_COLUMNS, plane_rows(distributions)),
+          "### Per source, plane, split and class", "", tables.markdown_table(SPLIT_COLUMNS, split_rows(distributions)),
+          "### Per dataset", "", tables.markdown_table(DATASET_COLUMNS, dataset_rows(distributions)),
+          "### Totals per source and plane, with the paper's", "", tables.markdown_table(PLANE_COLUMNS, plane_rows(distributions)),
           *table1_notes(distributions), "", "## Table 2: ASembleNet against Xception, ResNet50 and InceptionV3", ""]
     if not grid_workdirs:
         md += ["No baseline grid workdir given (--grid_workdir).", ""]
@@ -417,15 +400,15 @@ def write_paper_tables(out: str, *, data_dir: str, datasets: Sequence[str], grid
         if not found:
             md += [f"Grid `{collected.grid.spec}`: no cell has finished yet.", ""]
     tex = ["% " + line for line in header1 + (header2 if grid_workdirs else [])] + [""]
-    tex.append(_latex(DATASET_COLUMNS, dataset_rows(distributions), "Dataset distribution. " + TABLE1_CAPTION,
+    tex.append(tables.latex_table(DATASET_COLUMNS, dataset_rows(distributions), "Dataset distribution. " + TABLE1_CAPTION,
                       "paper_table1_datasets"))
-    tex.append(_latex(PLANE_COLUMNS, plane_rows(distributions), "Totals per source and plane, with the paper's "
+    tex.append(tables.latex_table(PLANE_COLUMNS, plane_rows(distributions), "Totals per source and plane, with the paper's "
                       "published totals.", "paper_table1_planes"))
     for paper in papers:
         caption = table2_caption(paper, threshold=threshold, n_resamples=n_resamples)
         rows = table2_rows(paper)
-        md += [f"### {paper.title}", "", caption, "", _markdown(TABLE2_COLUMNS, rows)]
-        tex.append(_latex(TABLE2_COLUMNS, rows, f"ASembleNet against the paper's baselines, {paper.title}. {caption}",
+        md += [f"### {paper.title}", "", caption, "", tables.markdown_table(TABLE2_COLUMNS, rows)]
+        tex.append(tables.latex_table(TABLE2_COLUMNS, rows, f"ASembleNet against the paper's baselines, {paper.title}. {caption}",
                           "paper_table2_" + tables.slug(paper.table)))
     atomic_io.write_text(os.path.join(out, "tables.md"), "\n".join(md))
     atomic_io.write_text(os.path.join(out, "tables.tex"), "\n".join(tex))

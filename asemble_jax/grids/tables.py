@@ -452,11 +452,14 @@ def _adjusted(adjusted: tuple[float, float] | None) -> str:
     return "" if adjusted is None else f", Holm {_p(adjusted[0])}, q {_p(adjusted[1])}"
 
 
-def markdown(table: Table, spec: TableSpec) -> str:
-    columns = _columns(spec)
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table; every table the project publishes goes through this one and latex_table."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cells(row, spec)) + " |" for row in table.rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def markdown(table: Table, spec: TableSpec) -> str:
+    return markdown_table(_columns(spec), (_cells(row, spec) for row in table.rows))
 
 
 _LATEX_ESCAPES = {"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "±": r"$\pm$", "Δ": r"$\Delta$", "−": "$-$",
@@ -467,14 +470,17 @@ def _latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(c, c) for c in text)
 
 
-def latex(table: Table, spec: TableSpec, caption_text: str, label: str) -> str:
-    columns = _columns(spec)
+def latex_table(columns: Sequence[str], rows: Iterable[Sequence[str]], caption_text: str, label: str) -> str:
     lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize", r"\begin{tabular}{l" + "r" * (len(columns) - 1) + "}",
              r"\toprule", " & ".join(_latex_escape(c) for c in columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(_latex_escape(c) for c in _cells(row, spec)) + r" \\" for row in table.rows]
+    lines += [" & ".join(_latex_escape(c) for c in row) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}", r"\caption{" + _latex_escape(caption_text) + "}",
               r"\label{tab:" + label + "}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def latex(table: Table, spec: TableSpec, caption_text: str, label: str) -> str:
+    return latex_table(_columns(spec), (_cells(row, spec) for row in table.rows), caption_text, label)
 
 
 CSV_COLUMNS = ("group", "role", "arm", "n_seeds", "seeds")
