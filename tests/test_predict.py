@@ -14,8 +14,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from asemble_jax import classify
 from asemble_jax import workdir as workdir_lib
@@ -33,7 +31,7 @@ _spec = importlib.util.spec_from_file_location("tests.web_support", ROOT / "test
 support = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("tests.web_support", support)
 _spec.loader.exec_module(support)
-PATIENT_NAME, PATIENT_ID = support.PATIENT_NAME, support.PATIENT_ID
+PATIENT_NAME, PATIENT_ID, BIRTH_DATE = support.PATIENT_NAME, support.PATIENT_ID, support.BIRTH_DATE
 LINE = re.compile(r"^(?P<label>.+): (?P<name>\S+) \(p=(?P<p>[0-9.]+)\), Grad-CAM: (?P<overlay>.+\.png)$")
 
 
@@ -68,30 +66,13 @@ def _png_bytes(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def _dicom(path: pathlib.Path) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate = PATIENT_NAME, PATIENT_ID, "19610203"
-    pixels = np.random.default_rng(3).integers(0, 4096, (96, 80)).astype(np.uint16)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 @pytest.fixture
 def files(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     good = folder / "good.png"
     good.write_bytes(_png_bytes(0))
-    _dicom(folder / "scan.dcm")
+    (folder / "scan.dcm").write_bytes(support.dicom_bytes(np.random.default_rng(3).uniform(0, 255, (96, 80))))
     bad = {
         "corrupt.png": b"\x89PNG\r\n\x1a\n" + np.random.default_rng(1).bytes(3000),
         "truncated.png": _png_bytes(2)[:400],
@@ -161,7 +142,7 @@ def test_nothing_from_dicom_headers_is_printed_or_written(script, trained, files
     captured = capsys.readouterr()
     written = [path for path in out.rglob("*") if path.is_file()]
     assert written, "the overlay was not written"
-    for secret in (PATIENT_NAME, "Secretname", PATIENT_ID, "19610203"):
+    for secret in (PATIENT_NAME, "Secretname", PATIENT_ID, BIRTH_DATE):
         assert secret not in captured.out + captured.err
         assert not any(secret in str(path) for path in written)
         assert not any(secret.encode() in path.read_bytes() for path in written)
