@@ -208,7 +208,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
         unchecked_losses.clear()
         return float(values[-1])
 
-    with _PreemptionFlag() as preemption:
+    with _PreemptionFlag() as preemption, bar:  # the bar ends its line whatever stops the loop (an error too)
         for step in range(start_step + 1, config.total_steps + 1):
             batch = next(train_iter)
             state, metrics = train_step(state, dp.put_batch({"image": batch["image"], "label": batch["label"]}))
@@ -239,7 +239,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
             if preemption.raised:
                 log.warning("SIGTERM at step %d: checkpoint saved, exiting", step)
                 break
-    bar.close()
     metrics_log.flush()
     checkpoints.wait()
     checkpoints.close()
