@@ -126,10 +126,11 @@ def _evaluate(cell: Cell, cell_dir: str) -> tuple[int, list[dict[str, Any]]]:
 
 
 def execute_cell(cell: Cell, cell_dir: str, *, grid_name: str, claim: Claim | None = None,
-                 progress: bool = False) -> dict[str, Any]:
+                 progress: bool = False, own_process: bool = False) -> dict[str, Any]:
     """Trains, evaluates and records `cell` in `cell_dir`; returns the record, status "done" or "failed" (with
     the error; the traceback goes to error.log). Raises CellInterrupted when training was stopped early, and
-    ClaimLost when `claim` was taken over meanwhile; neither writes a record."""
+    ClaimLost when `claim` was taken over meanwhile; neither writes a record. `own_process`: this is the cell's
+    process (main), which from its record on ignores SIGTERM."""
     started, start = now(), time.perf_counter()
     storage.makedirs(cell_dir)
     record: dict[str, Any] = {"name": cell.name, "grid": grid_name, "factors": dict(cell.factors),
@@ -158,6 +159,11 @@ def execute_cell(cell: Cell, cell_dir: str, *, grid_name: str, claim: Claim | No
     record.update(wall_time_s=time.perf_counter() - start, finished=now())
     if claim is not None and not claim.check():
         raise ClaimLost(f"{cell.name}: another worker took this cell over; not recording this run")
+    if own_process:
+        # Recorded is finished: a SIGTERM passed on by a stopping runner between the record and this process's
+        # exit (its claim's release, the interpreter's teardown) would kill it, and the runner, seeing a death by
+        # the signal it sent, would report a cell whose record says done as interrupted.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     atomic_io.write_json(Workdir(cell_dir).cell_record, record)
     return record
 
@@ -215,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         claim.start_heartbeat(args.heartbeat, on_lost=exit_lost)
     try:
         record = execute_cell(Cell.from_json(json.loads(args.cell)), args.cell_dir, grid_name=args.grid,
-                              claim=claim)
+                              claim=claim, own_process=True)
     except CellInterrupted as interrupted:
         print(f"interrupted: {interrupted}", file=sys.stderr)
         if claim is not None:
