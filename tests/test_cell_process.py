@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from asemble_jax.grids import cell as cell_lib
 from asemble_jax.grids import runner
 from asemble_jax.grids.grid import Cell, Evaluation, Grid, TableSpec
@@ -16,6 +18,7 @@ from asemble_jax.workdir import Workdir
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # a cell process: ~40 s on two loaded cores
 def test_a_sigterm_after_the_record_is_written_leaves_the_cell_as_recorded(tmp_path):
     # A config typo: the cell records itself failed before training, so its record comes within seconds.
     cell = Cell(name="full/seed0", factors={"variant": "full", "seed": 0},
