@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -86,10 +88,38 @@ def _timed(call: Callable, carry, steps: int):
     return first_s, (time.perf_counter() - start) / steps, carry, output
 
 
+def _timed_each(call: Callable, carry, steps: int, warmup: int = 1):
+    """Like _timed, but waits for every step and returns the seconds of each of the `steps` steps that follow
+    the first call and `warmup` more, so that their median can be taken."""
+    import jax
+
+    start = time.perf_counter()
+    carry, output = call(carry)
+    jax.block_until_ready(output)
+    first_s = time.perf_counter() - start
+    for _ in range(warmup):
+        carry, output = call(carry)
+    jax.block_until_ready(output)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        carry, output = call(carry)
+        jax.block_until_ready(output)
+        times.append(time.perf_counter() - start)
+    return first_s, times, carry, output
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(model: str, preset: str, *, size: int = 0, batch: int = 32, steps: int = 10, dtype: str = "float32",
-            cache_dir: str | None = None, peak_tflops_per_device: float | None = None) -> dict:
-    """One measurement in this process: the training step (first call, then `steps` timed steps), then the
-    prediction step with the weights that training left."""
+            cache_dir: str | None = None, peak_tflops_per_device: float | None = None, each_step: bool = False,
+            forward: bool = True) -> dict:
+    """One measurement in this process: the training step (first call, then `steps` timed steps), then, if
+    `forward`, the prediction step with the weights that training left. `each_step`: after one more warm-up
+    step, every step is waited for and step_s is the median of the `steps` (listed in step_times_s)."""
     import jax
     from flax import nnx
 
@@ -110,11 +140,18 @@ def measure(model: str, preset: str, *, size: int = 0, batch: int = 32, steps: i
     state = program.dp.put_state(program.state)
     data = program.dp.put_batch(random_batch(batch, size))
     setup_s = time.perf_counter() - start
-    first_step_s, step_s, state, metrics = _timed(lambda s: program.train_step(s, data), state, steps)
+    step_times = None
+    if each_step:
+        first_step_s, step_times, state, metrics = _timed_each(lambda s: program.train_step(s, data), state, steps)
+        step_s = statistics.median(step_times)
+    else:
+        first_step_s, step_s, state, metrics = _timed(lambda s: program.train_step(s, data), state, steps)
     loss = float(jax.device_get(metrics["loss"]))
 
-    weights, images = state.weights(use_ema=config.ema_decay > 0), {"image": data["image"]}
-    forward_first_s, forward_s, _, _ = _timed(lambda c: (c, program.predict_fn(weights, images)), None, steps)
+    forward_first_s = forward_s = None
+    if forward:
+        weights, images = state.weights(use_ema=config.ema_decay > 0), {"image": data["image"]}
+        forward_first_s, forward_s, _, _ = _timed(lambda c: (c, program.predict_fn(weights, images)), None, steps)
 
     device = jax.devices()[0]
     # An abstract model: counting needs shapes only, not a second copy of the weights on the device.
@@ -128,11 +165,13 @@ def measure(model: str, preset: str, *, size: int = 0, batch: int = 32, steps: i
         "parameters": count_parameters(abstract), "devices": jax.device_count(), "platform": device.platform,
         "device_kind": device.device_kind, "parallel": config.parallel, "cache_entries_before": cache_entries_before,
         "setup_s": setup_s, "compile_and_first_step_s": first_step_s, "steps": steps, "step_s": step_s,
-        "images_per_second": images_per_second, "forward_first_call_s": forward_first_s, "forward_s": forward_s,
-        "forward_images_per_second": batch / forward_s, "forward_gflops_per_image": gflops,
+        "step_times_s": step_times, "images_per_second": images_per_second, "forward_first_call_s": forward_first_s,
+        "forward_s": forward_s, "forward_images_per_second": batch / forward_s if forward_s else None,
+        "forward_gflops_per_image": gflops, "peak_rss_mb": peak_rss_mb(),
         "model_tflops_per_second": model_tflops_per_second, "peak_tflops_per_device": peak,
         "mfu": model_tflops_per_second / (peak * jax.device_count()) if peak else None, "final_loss": loss,
         "load_average_1min": round(os.getloadavg()[0], 1), "jax": jax.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 
@@ -157,23 +196,35 @@ def measurements(models: Sequence[str], presets: Sequence[str], sizes: Sequence[
     return chosen
 
 
-def measure_in_fresh_process(devices: int | None, **arguments) -> dict:
-    """measure(**arguments) in a fresh process with `devices` simulated CPU devices (None: the real devices)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_PACKAGE_PARENT, os.environ.get("PYTHONPATH")])))
-    if devices is not None:
-        flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-        env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
-        env["JAX_PLATFORMS"] = "cpu"
-    program = "import json, sys; from asemble_jax.benchmark import measure; " \
-              "print(json.dumps(measure(**json.loads(sys.argv[1]))), flush=True)"
-    finished = subprocess.run([sys.executable, "-c", program, json.dumps(arguments)], env=env, capture_output=True,
+def in_fresh_process(function: str, arguments: dict, *, what: str, python: str = sys.executable,
+                     env: dict[str, str] | None = None) -> dict:
+    """`module:function`(**arguments) in a fresh `python` process with `env` added to its environment; its
+    result is the JSON object it prints last."""
+    env = dict(os.environ, **(env or {}),
+               PYTHONPATH=os.pathsep.join(filter(None, [_PACKAGE_PARENT, os.environ.get("PYTHONPATH")])))
+    module, name = function.split(":")
+    program = f"import json, sys; from {module} import {name}; " \
+              f"print(json.dumps({name}(**json.loads(sys.argv[1]))), flush=True)"
+    finished = subprocess.run([python, "-c", program, json.dumps(arguments)], env=env, capture_output=True,
                               text=True)
     lines = [line for line in finished.stdout.splitlines() if line.startswith("{")]
     if finished.returncode or not lines:
         last = (finished.stderr.strip().splitlines() or ["no output"])[-1]
-        raise BenchmarkError(f"{arguments['model']} {arguments['preset']} on {devices or 'all'} device(s): "
-                             f"exit status {finished.returncode}: {last}")
+        raise BenchmarkError(f"{what}: exit status {finished.returncode}: {last}")
     return json.loads(lines[-1])
+
+
+def measure_in_fresh_process(devices: int | None, *, env: dict[str, str] | None = None, **arguments) -> dict:
+    """measure(**arguments) in a fresh process with `devices` simulated CPU devices (None: the real devices) and
+    `env` added to its environment."""
+    env = dict(env or {})
+    if devices is not None:
+        flags = [f for f in env.get("XLA_FLAGS", os.environ.get("XLA_FLAGS", "")).split()
+                 if "xla_force_host_platform_device_count" not in f]
+        env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+        env["JAX_PLATFORMS"] = "cpu"
+    return in_fresh_process("asemble_jax.benchmark:measure", arguments, env=env,
+                            what=f"{arguments['model']} {arguments['preset']} on {devices or 'all'} device(s)")
 
 
 def benchmark(models: Sequence[str], presets: Sequence[str], sizes: Sequence[int] = (0,), *, batch: int = 32,
