@@ -1,12 +1,16 @@
 """The Ray engine on a real local Ray and a real two-node Ray cluster on this machine: the same tiny grid as the
 local runner gives the same predictions and tables, a failed cell is recorded and not retried, cells land on the
 nodes their resources name, and a cell whose node dies mid-training is retried, resumes from its checkpoint, and
-ends with the parameters of an uninterrupted run. Ray starts slowly on two loaded cores: one instance per class."""
+ends with the parameters of an uninterrupted run; a grid workdir on the local GCS server (conftest's `gcs`) runs under
+Ray as on a disk. Ray starts slowly on two loaded cores: one instance per class."""
 import csv
 import dataclasses
 import os
 import pathlib
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -17,6 +21,7 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
+from asemble_jax import storage  # noqa: E402
 from asemble_jax.data.builders import build  # noqa: E402
 from asemble_jax.grids import cell as cell_lib  # noqa: E402
 from asemble_jax.grids import ray_engine, runner  # noqa: E402
@@ -41,13 +46,18 @@ def data_dir(tmp_path_factory):
     return str(directory)
 
 
+SPEC = f"{ROOT}/ablations/components.py:dataset=bone_mri,folds=3,variants=full,seeds=2,steps={STEPS}"
+
+
+def _overrides(data_dir):
+    return {"data.data_dir": data_dir, "checkpoint_every": 2, "eval_every": 4, "log_every": 1,
+            "compilation_cache_dir": os.environ["JAX_COMPILATION_CACHE_DIR"]}
+
+
 def _grid(data_dir):
     """Two seeds of one tiny cell (one program to compile, shared through the compilation cache) and a broken
     cell."""
-    grid = load_grid(f"{ROOT}/ablations/components.py:dataset=bone_mri,folds=3,variants=full,seeds=2,"
-                     f"steps={STEPS}").with_overrides(
-        {"data.data_dir": data_dir, "checkpoint_every": 2, "eval_every": 4, "log_every": 1,
-         "compilation_cache_dir": os.environ["JAX_COMPILATION_CACHE_DIR"]})
+    grid = load_grid(SPEC).with_overrides(_overrides(data_dir))
     broken = dataclasses.replace(grid.select(BROKEN)[0],
                                  overrides={**grid.cells[0].overrides, "data.no_such_field": 1})
     return dataclasses.replace(grid, cells=grid.select("*/fold0") + (broken,))
@@ -62,9 +72,11 @@ def local_run(data_dir, tmp_path_factory):
     return workdir
 
 
-def _files(workdir, cell_name, pattern):
-    root = pathlib.Path(workdir) / cell_name
-    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.glob(pattern))}
+def _predictions(workdir, cell_name):
+    """The cell's evaluation CSVs by name (a local workdir or gs://)."""
+    folder = f"{workdir}/{cell_name}/eval"
+    return {name: storage.read_bytes(f"{folder}/{name}") for name in sorted(storage.listdir(folder))
+            if name.endswith(".csv")}
 
 
 def _tables(workdir, out):
@@ -87,7 +99,7 @@ def _latest_weights(cell_dir):
 def _nodes_of_log(cell_dir) -> list[str]:
     """The Ray node of every attempt, as the task wrote it at the head of its output."""
     try:
-        text = open(Workdir(cell_dir).cell_log).read()
+        text = storage.read_text(Workdir(cell_dir).cell_log)
     except FileNotFoundError:
         return []
     return re.findall(r"^ray: node ([0-9a-f]+),", text, flags=re.M)
@@ -102,7 +114,9 @@ def test_resources_parse_and_become_task_options():
 
 
 @pytest.fixture(scope="class")
-def local_ray():
+def local_ray(gcs):
+    """Ray's workers, and so the cells, take the driver's environment at ray.init: conftest's GCS server (and the
+    variables that point gcsfs and tensorstore at it) comes first."""
     ray.init(num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
@@ -141,32 +155,86 @@ def test_flags_that_cannot_work_are_one_line_and_touch_nothing(flags, message, t
     assert status == 2 and message in capsys.readouterr().err and not workdir.exists()
 
 
+def _run_like_the_local_runner(grid, workdir, local_run, tables):
+    """Runs the grid on Ray: every cell once, the broken one failed with its error, the predictions of the others
+    the local runner's bit for bit, and the same tables; returns the summary."""
+    messages = []
+    summary = ray_engine.run_grid(grid, workdir, report=messages.append)
+    assert sorted(summary.ran) == sorted(cell.name for cell in grid.cells) and summary.failed == [BROKEN]
+    assert not summary.not_done and not summary.interrupted
+    assert "queued 3 cell(s) on Ray (2 at a time)" in messages[0] and "ETA" in messages[-1]
+    failed = cell_lib.read_record(runner.cell_dir(workdir, grid.select(BROKEN)[0]))
+    assert failed["status"] == "failed" and "no field 'data.no_such_field'" in failed["error"]
+    for cell in grid.select("*/fold0"):
+        assert cell_lib.read_record(runner.cell_dir(workdir, cell))["status"] == "done"
+        ours, theirs = _predictions(workdir, cell.name), _predictions(local_run, cell.name)
+        assert ours and ours == theirs  # the same predictions, bit for bit
+        assert len(_nodes_of_log(runner.cell_dir(workdir, cell))) == 1  # ran once
+    table = _tables(workdir, tables / "ray")
+    assert len(table) > 1 and table == _tables(local_run, tables / "local")
+    return summary
+
+
 class TestLocalRay:
 
     def test_the_grid_on_ray_gives_the_local_runners_predictions_and_tables(self, local_run, local_ray, data_dir,
                                                                             tmp_path):
         grid = _grid(data_dir)
         workdir = str(tmp_path / "grid")
-        messages = []
-        summary = ray_engine.run_grid(grid, workdir, report=messages.append)
-        assert sorted(summary.ran) == sorted(cell.name for cell in grid.cells) and summary.failed == [BROKEN]
-        assert not summary.not_done and not summary.interrupted
-        assert "queued 3 cell(s) on Ray (2 at a time)" in messages[0] and "ETA" in messages[-1]
-        failed = cell_lib.read_record(runner.cell_dir(workdir, grid.select(BROKEN)[0]))
-        assert failed["status"] == "failed" and "no field 'data.no_such_field'" in failed["error"]
-        for cell in grid.select("*/fold0"):
-            assert cell_lib.read_record(runner.cell_dir(workdir, cell))["status"] == "done"
-            ours, theirs = _files(workdir, cell.name, "eval/*.csv"), _files(local_run, cell.name, "eval/*.csv")
-            assert ours and ours == theirs  # the same predictions, bit for bit
-            assert len(_nodes_of_log(runner.cell_dir(workdir, cell))) == 1  # ran once
-        table = _tables(workdir, tmp_path / "ray_tables")
-        assert len(table) > 1 and table == _tables(local_run, tmp_path / "local_tables")
+        summary = _run_like_the_local_runner(grid, workdir, local_run, tmp_path)
 
         # A rerun skips what is done and what failed; only when asked does it run the failed cell again.
         again = ray_engine.run_grid(grid, workdir, report=_quiet)
         assert again.ran == [] and sorted(again.skipped) == sorted(summary.ran)
         retried = ray_engine.run_grid(grid, workdir, retry_failed=True, report=_quiet)
         assert retried.ran == [BROKEN] and retried.failed == [BROKEN]
+
+    def test_a_grid_workdir_on_the_gcs_server_runs_on_ray_as_on_a_disk(self, gcs, local_run, local_ray, data_dir,
+                                                                        tmp_path):
+        workdir = f"{gcs.bucket}/ray_grid"
+        _run_like_the_local_runner(_grid(data_dir), workdir, local_run, tmp_path)
+        for cell in _grid(data_dir).cells:
+            directory = runner.cell_dir(workdir, cell)
+            assert storage.read_text(Workdir(directory).cell_log).startswith("ray: node ")  # uploaded at the end
+            assert not [name for name in storage.listdir(directory) if name.startswith("claim.")]
+        assert not [name for name in storage.listdir(workdir) if name.startswith("claim.")]  # the grid's claim
+
+
+    def test_a_stopped_driver_lets_its_cell_checkpoint_and_the_rerun_ends_it_as_if_never_stopped(
+            self, local_run, local_ray, data_dir, tmp_path):
+        name, workdir = "full/seed0/fold0", str(tmp_path / "grid")
+        directory = f"{workdir}/{name}"
+        flags = [f"--grid={SPEC}", f"--workdir={workdir}", f"--only={name}", "--engine=ray",
+                 *(f"--config.{key}={value}" for key, value in _overrides(data_dir).items())]
+        # The driver as a user starts it, with a Ray of its own.
+        driver = subprocess.Popen([sys.executable, "scripts/run_ablations.py", *flags], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 600
+        while (not os.path.isdir(os.path.join(Workdir(directory).checkpoints, "2")) and driver.poll() is None
+               and time.time() < deadline):
+            time.sleep(0.2)
+        assert cell_lib.read_record(directory) is None, "the cell finished before it could be stopped"
+        driver.send_signal(signal.SIGTERM)
+        output, _ = driver.communicate(timeout=600)
+        assert driver.returncode == 3, output[-3000:]  # stopped by a signal
+        assert "stopping: running cells save a checkpoint" in output and f"{name}: interrupted" in output
+        assert cell_lib.read_record(directory) is None and not [
+            entry for entry in os.listdir(directory) if entry.startswith("claim.")]
+        log = storage.read_text(Workdir(directory).cell_log)
+        stopped_at = re.search(r"SIGTERM at step (\d+): checkpoint saved", log)
+        assert stopped_at, log[-3000:]
+
+        # The rerun (on this process's Ray) resumes the cell from that checkpoint and finishes it.
+        summary = ray_engine.run_grid(load_grid(SPEC).with_overrides(_overrides(data_dir)), workdir, only=name,
+                                      report=_quiet)
+        assert summary.ran == [name] and not summary.failed and not summary.interrupted
+        record = cell_lib.read_record(directory)
+        assert record["status"] == "done" and record["steps_logged_at_start"] == int(stopped_at.group(1))
+        step, ours = _latest_weights(directory)
+        reference_step, theirs = _latest_weights(f"{local_run}/{name}")
+        assert step == reference_step == STEPS
+        assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+        assert _predictions(workdir, name) == _predictions(local_run, name)
 
 
 class TestTwoNodeCluster:
@@ -214,4 +282,4 @@ class TestTwoNodeCluster:
         reference_step, theirs = _latest_weights(runner.cell_dir(local_run, cell))
         assert step == reference_step == STEPS
         assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
-        assert _files(workdir, cell.name, "eval/*.csv") == _files(local_run, cell.name, "eval/*.csv")
+        assert _predictions(workdir, cell.name) == _predictions(local_run, cell.name)
