@@ -6,7 +6,7 @@ test process and in every process it starts. conftest.py's `gcs` and `gcs_bucket
 
 The wrapper's own FakeGCSServer is not used: it keeps its objects in a new temporary folder per start, and it
 pipes the server's log without ever reading it, so once the pipe is full (after 300-400 uploads, measured with
-gcsfs) the server stops answering; that is why the gs:// grid under Ray hung on it. (gcp-storage-emulator was
+gcsfs) the server stops answering, which fits the hang of the gs:// grid under Ray on it. (gcp-storage-emulator was
 tried first: it serves one connection at a time, and tensorstore's parallel writes time out against it.)"""
 from __future__ import annotations
 
