@@ -9,7 +9,7 @@ the newest readable step before it is used. The best step by validation AUC is k
 on disk.
 
 On an object store tensorstore retries a failed request with its own defaults, 32 times with up to 32 s between
-tries: a store that goes away mid-write held a checkpoint, and the run's exit (which waits for it), for ~20 min.
+tries: a store that went away mid-write held a checkpoint, and the run's exit (which waits for it), for 15 min.
 The retries are bounded here (_STORE_REQUEST_RETRIES) so that a dead store ends the run within ~2 min, in one line
 naming the checkpoints' URL (a StorageError), without the tracebacks Orbax and tensorstore print on the way.
 """
@@ -47,7 +47,7 @@ def _bound_store_retries() -> None:
     defaults = [getattr(tensorstore_utils, name, None) for name in ("_BASE_TS_CONTEXT", "_DEFAULT_OCDBT_TS_CONTEXT")]
     if not all(isinstance(context, dict) for context in defaults):
         log.warning("this Orbax keeps its tensorstore defaults elsewhere: retries on an object store are not "
-                    "bounded, and a store that goes away may hold a checkpoint for ~20 min")
+                    "bounded, and a store that goes away may hold a checkpoint for ~15 min")
         return
     for context in defaults:
         for resource in ("gcs_request_retries", "s3_request_retries"):
