@@ -55,7 +55,9 @@ def run_demo(data_dir: str, out: str, workdir: str) -> tuple[dict[str, Any], dic
     for name in DATASETS:
         build(name, data_dir=data_dir)
     timings["build_datasets_s"] = time.perf_counter() - start
+    start = time.perf_counter()
     write_samples_figure(data_dir, os.path.join(out, "samples.png"))
+    timings["samples_figure_s"] = time.perf_counter() - start
 
     config = load_config(CONFIG)
     config.data.data_dir = data_dir
