@@ -47,7 +47,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Models see image_size x image_size; the datasets store 256x256 and the pipeline resizes once.
     config.data.image_size = {"tiny": 64, "small": 128}.get(fields["preset"], 256)
     config.data.augment = True
-    config.data.worker_count = 0
+    # Grain worker processes; -1: asemble_jax/data/pipeline.py:default_worker_count() of the host (batches do
+    # not depend on it, so a run may resume with another count).
+    config.data.worker_count = -1
 
     config.global_batch_size = 32
     config.total_steps = 600

@@ -46,6 +46,22 @@ _AUGMENT_DOMAIN = 1
 # Batches are large (a 32-image batch is 8 MiB): a few per reading thread keep the accelerator fed.
 _BATCHES_PREFETCHED_PER_THREAD = 2
 
+# worker_count=AUTO_WORKERS: default_worker_count() of this host.
+AUTO_WORKERS = -1
+# Enough for one H100-class GPU at the paper preset (results/performance/pipeline.md); each worker is a process
+# of a few hundred MB, so a many-core host does not start one per core.
+MAX_DEFAULT_WORKERS = 32
+
+
+def default_worker_count(cpu_count: int | None = None) -> int:
+    """Grain worker processes for a host with `cpu_count` usable cores (default: this process's): one per core
+    but one, which the training loop keeps; none on two cores or fewer, where decoding in the training process's
+    own reading threads was faster than handing batches over from worker processes (measured at 0, 1 and 2
+    workers on 2 cores, results/performance/pipeline.md)."""
+    if cpu_count is None:
+        cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 0 if cpu_count <= 2 else min(cpu_count - 1, MAX_DEFAULT_WORKERS)
+
 
 def open_source(name: str, split: str, data_dir: str | os.PathLike | None = None) -> Sequence[Record]:
     """Random-access source of one prepared split, e.g. `open_source("synthetic_sij/coronal", "train", data_dir)`.
@@ -142,7 +158,8 @@ def train_iterator(
 
     `sources` are (source, weight) pairs: e.g. [(elazig_train, 0.9), (radiopaedia_train, 0.1)] draws 9 elazig
     examples for every radiopaedia one. `worker_count` > 0 decodes and augments in that many grain processes
-    (sources must then be picklable, as TFDS sources are); `read_threads` are threads within each process.
+    (sources must then be picklable, as TFDS sources are), AUTO_WORKERS in `default_worker_count()`;
+    `read_threads` are threads within each process.
     Save `iterator.get_state()` with a checkpoint and call `set_state` on a fresh iterator built with the same
     arguments to continue with exactly the same batches.
     """
@@ -159,6 +176,10 @@ def train_iterator(
     _check_image_size(image_size)
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    if worker_count == AUTO_WORKERS:
+        worker_count = default_worker_count()
+    elif worker_count < 0:
+        raise ValueError(f"worker_count must be >= 0 or {AUTO_WORKERS} (this host's default), got {worker_count}")
 
     streams = [
         grain.MapDataset.source(source).shuffle(seed=_derived_seed(seed, _SHUFFLE_DOMAIN, i)).repeat()

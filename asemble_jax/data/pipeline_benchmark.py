@@ -6,6 +6,10 @@ second of CPU time (what one dedicated core delivers) and of wall time (lower on
 - decode+augment: PNG decoding of image and mask, then augment: one training example's whole CPU cost;
 - pipeline: `train_iterator` batches of 32, i.e. decode+augment plus grain's shuffling, mixing and batching.
 A pipeline with N worker processes scales these by at most N cores. Each number is the best of `repeats` runs.
+
+`worker_rates` measures that scaling: images per second of wall time of the whole pipeline at each grain worker
+count (worker processes started and two batches drawn before the clock starts; their start-up time is reported
+apart), with the default two reading threads per process, as training runs it.
 """
 from __future__ import annotations
 
@@ -96,3 +100,28 @@ def pipeline_throughput(records: Sequence[dict], *, images: int = 1024, repeats:
         "decode_augment": best_rates(decode_and_augment, images, repeats),
         "pipeline": best_rates(pipeline, images // BATCH_SIZE * BATCH_SIZE, repeats),
     }
+
+
+def worker_rates(records: Sequence[dict], worker_counts: Sequence[int], *, images: int = 1024,
+                 image_size: int = IMAGE_SIZE) -> list[dict]:
+    """Images per second of wall time of `train_iterator` batches at each of `worker_counts` grain workers, and
+    the seconds until its first two batches (worker start-up)."""
+    cv2.setNumThreads(1)
+    rows = []
+    for workers in worker_counts:
+        start = time.perf_counter()
+        iterator = train_iterator([(records, 1.0)], global_batch_size=BATCH_SIZE, seed=0, image_size=image_size,
+                                  worker_count=workers)
+        try:
+            for _ in range(2):
+                next(iterator)
+            started = time.perf_counter()
+            batches = images // BATCH_SIZE
+            for _ in range(batches):
+                next(iterator)
+            elapsed = time.perf_counter() - started
+        finally:
+            iterator.close()  # stops its worker processes before the next count starts its own
+        rows.append({"workers": workers, "image_size": image_size, "startup_s": round(started - start, 1),
+                     "images_per_second": round(batches * BATCH_SIZE / elapsed)})
+    return rows

@@ -69,10 +69,14 @@ def guard_workdir_config(workdir: str, config: ml_collections.ConfigDict, *, all
         atomic_io.write_json(path, current)
 
 
+# Fields that change how a run is computed but not what it computes: resuming with another value is the same run.
+_RESULT_NEUTRAL = frozenset({"data.worker_count"})
+
+
 def _config_differences(stored: Any, current: Any, prefix: str = "") -> tuple[list[str], list[str]]:
     """(fields whose value differs or that the current config lacks, fields only the current config has)."""
     if not (isinstance(stored, dict) and isinstance(current, dict)):
-        return ([prefix.rstrip(".")] if stored != current else []), []
+        return ([prefix.rstrip(".")] if stored != current and prefix.rstrip(".") not in _RESULT_NEUTRAL else []), []
     changed, added = [], []
     for key in sorted(set(stored) | set(current)):
         if key not in stored:
