@@ -290,12 +290,16 @@ def _run(variant: dict, torch_python: str) -> dict:
 def compare(*, size: int = 128, batch: int = 16, steps: int = 10, rounds: int = 2, threads: int = 2,
             asemblenet_preset: str | None = "small", parts: bool = True, repeats: int = 5,
             torch_python: str = sys.executable, lock: str | None = None,
-            report: Callable[[str], None] = print) -> dict:
+            report: Callable[[str], None] = print, save: Callable[[dict], None] = lambda result: None) -> dict:
     """Every variant once per round, alternating, each in a fresh process (holding `lock` while it runs); then,
-    if `parts`, the per-part measurement for ours (before, after) and PyTorch (both layouts)."""
+    if `parts`, the per-part measurement for ours (before, after) and PyTorch (both layouts). `save` gets the
+    result so far after every process, so that an interrupted comparison keeps what it measured."""
     if steps < 10 or rounds < 1:
         raise UserError(f"need at least 10 steps and 1 round (got {steps} steps, {rounds} rounds)")
     runs = []
+    result = {"size": size, "batch": batch, "steps": steps, "rounds": rounds, "threads": threads, "runs": runs,
+              "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "parts": None,
+              "complete": False}
     chosen = variants(size, batch, steps, threads, asemblenet_preset)
     for round_index in range(rounds):
         for variant in chosen:
@@ -304,8 +308,7 @@ def compare(*, size: int = 128, batch: int = 16, steps: int = 10, rounds: int = 
             report(f"round {round_index}: {run['label']} {run['model']}: step {run['step_s']:.3f} s "
                    f"(load {run['load_average_1min']})")
             runs.append(run)
-    result = {"size": size, "batch": batch, "steps": steps, "rounds": rounds, "threads": threads, "runs": runs,
-              "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "parts": None}
+            save(result)
     if parts:
         convolutions = resnet50_convolutions(size, batch)
         arguments = dict(convolutions=convolutions, parameter_shapes=resnet50_parameter_shapes(), repeats=repeats)
@@ -323,6 +326,8 @@ def compare(*, size: int = 128, batch: int = 16, steps: int = 10, rounds: int = 
         for label, row in measured.items():
             report(f"parts: {label}: {json.dumps(part_totals(convolutions, row))}")
         result["parts"] = {"convolutions": convolutions, "measured": measured, "repeats": repeats}
+    result["complete"] = True
+    save(result)
     return result
 
 
@@ -374,6 +379,9 @@ def render(result: dict, command: str) -> str:
         "building the model, optimiser state and device buffers. Ratio: step time / the faster PyTorch "
         "layout's (ResNet50) or / the same model's step with the jaxlib defaults (ASembleNet; < 1 is faster).",
         "",
+        *([] if result.get("complete", True) else [
+            f"**Partial: the command was interrupted after {len(result['runs'])} run(s); every run it finished is "
+            "here.**", ""]),
         "| variant | model | input | params | step (s), median | range (s) | ratio | compile (s) | setup (s) "
         "| peak RSS (MB) | load per run |",
         "|---|---|---|---:|---:|---|---:|---:|---:|---:|---|",

@@ -28,11 +28,11 @@ def main(argv=None) -> int:
     parser.add_argument("--lock", help="a file to flock around each timed process (other benchmarks' lock)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/performance/cpu_vs_torch.md"))
     args = parser.parse_args(argv)
-    result = cpu_vs_torch.compare(size=args.size, batch=args.batch, steps=args.steps, rounds=args.rounds,
-                                  threads=args.threads, asemblenet_preset=args.asemblenet_preset or None,
-                                  parts=not args.no_parts, repeats=args.repeats, torch_python=args.torch_python,
-                                  lock=args.lock)
-    cpu_vs_torch.write(args.out, result, provenance.command_line(__file__, argv))
+    command = provenance.command_line(__file__, argv)
+    cpu_vs_torch.compare(size=args.size, batch=args.batch, steps=args.steps, rounds=args.rounds,
+                         threads=args.threads, asemblenet_preset=args.asemblenet_preset or None,
+                         parts=not args.no_parts, repeats=args.repeats, torch_python=args.torch_python,
+                         lock=args.lock, save=lambda result: cpu_vs_torch.write(args.out, result, command))
     print(f"wrote {args.out}")
     return 0
 

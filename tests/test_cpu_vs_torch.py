@@ -1,0 +1,32 @@
+"""The parts of scripts/benchmark_cpu_vs_torch.py that need no torch: the convolutions it times are exactly our
+ResNet50's, and a report of an interrupted comparison says so and keeps every run (no timing asserted)."""
+from asemble_jax import cpu_vs_torch
+
+
+def test_the_timed_convolutions_are_resnet50s_53():
+    convolutions = cpu_vs_torch.resnet50_convolutions(64, 2)
+    assert sum(conv["count"] for conv in convolutions) == 53  # 1 stem + 16 blocks x 3 + 4 projection shortcuts
+    stem = next(conv for conv in convolutions if conv["kernel"][:2] == [7, 7])
+    assert stem["input"] == [2, 70, 70, 1] and stem["strides"] == [2, 2]  # padded by 3 explicitly, as Keras does
+    assert {tuple(conv["kernel"][:2]) for conv in convolutions} == {(7, 7), (3, 3), (1, 1)}
+
+
+def _run(label, model, step_s):
+    return {"label": label, "model": model, "size": 128, "parameters": 1, "step_s": step_s,
+            "compile_and_first_step_s": 20.0, "setup_s": 5.0, "peak_rss_mb": 2000.0, "load_average_1min": 4.2,
+            "jax": "0.10.2"}
+
+
+def test_a_partial_report_keeps_every_run_and_says_it_is_partial(tmp_path):
+    result = {"size": 128, "batch": 16, "steps": 10, "rounds": 2, "threads": 2, "cpu": "x86_64", "cpu_count": 2,
+              "parts": None, "complete": False,
+              "runs": [_run("ours, jaxlib defaults", "resnet50", 2.0), _run("ours, project XLA CPU flags",
+                                                                            "resnet50", 1.5),
+                       _run("PyTorch default", "resnet50", 1.2) | {"torch": "2.14.1", "torchvision": "0.29.1"}]}
+    out = tmp_path / "report.md"
+    cpu_vs_torch.write(out, result, "python scripts/benchmark_cpu_vs_torch.py")
+    text = out.read_text()
+    assert "Partial" in text and "after 3 run(s)" in text
+    assert "| ours, project XLA CPU flags | resnet50 | 128x128 | 1 | 1.500 |" in text
+    assert "1.25x PyTorch" in text  # 1.5 s / the faster PyTorch layout measured, 1.2 s
+    assert (tmp_path / "report.json").exists()
