@@ -48,16 +48,17 @@ _BATCHES_PREFETCHED_PER_THREAD = 2
 
 # worker_count=AUTO_WORKERS: default_worker_count() of this host.
 AUTO_WORKERS = -1
-# Enough for one H100-class GPU at the paper preset (results/performance/pipeline.md); each worker is a process
-# of a few hundred MB, so a many-core host does not start one per core.
+# One H100-class GPU at the paper preset needs ~16-23 workers at 40% MFU (an estimate from FLOPs,
+# results/performance/pipeline.md); each worker is a process of a few hundred MB, so a many-core host does not
+# start one per core.
 MAX_DEFAULT_WORKERS = 32
 
 
 def default_worker_count(cpu_count: int | None = None) -> int:
     """Grain worker processes for a host with `cpu_count` usable cores (default: this process's): one per core
     but one, which the training loop keeps; none on two cores or fewer, where decoding in the training process's
-    own reading threads was faster than handing batches over from worker processes (measured at 0, 1 and 2
-    workers on 2 cores, results/performance/pipeline.md)."""
+    own reading threads were as fast or faster than worker processes, which also take seconds to start and
+    compete with XLA for the cores (0, 1 and 2 workers on 2 cores: results/performance/pipeline.md)."""
     if cpu_count is None:
         cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return 0 if cpu_count <= 2 else min(cpu_count - 1, MAX_DEFAULT_WORKERS)
