@@ -88,25 +88,35 @@ def _timed(call: Callable, carry, steps: int):
     return first_s, (time.perf_counter() - start) / steps, carry, output
 
 
-def _timed_each(call: Callable, carry, steps: int, warmup: int = 1):
-    """Like _timed, but waits for every step and returns the seconds of each of the `steps` steps that follow
-    the first call and `warmup` more, so that their median can be taken."""
-    import jax
-
+def call_times(call: Callable[[], object], steps: int, warmup: int = 1) -> tuple[float, list[float]]:
+    """(seconds of the first call, seconds of each of the `steps` calls after `warmup` more). `call` must wait
+    for its own result; no JAX here, so the PyTorch side of scripts/benchmark_cpu_vs_torch.py times with it too."""
     start = time.perf_counter()
-    carry, output = call(carry)
-    jax.block_until_ready(output)
-    first_s = time.perf_counter() - start
+    call()
+    first = time.perf_counter() - start
     for _ in range(warmup):
-        carry, output = call(carry)
-    jax.block_until_ready(output)
+        call()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        carry, output = call(carry)
-        jax.block_until_ready(output)
+        call()
         times.append(time.perf_counter() - start)
-    return first_s, times, carry, output
+    return first, times
+
+
+def _timed_each(call: Callable, carry, steps: int):
+    """Like _timed, but every step is waited for: (first call's seconds, each of the `steps` steps' seconds after
+    one more warm-up step, carry, output)."""
+    import jax
+
+    last = [carry, None]
+
+    def step():
+        last[:] = call(last[0])
+        jax.block_until_ready(last[1])
+
+    first_s, times = call_times(step, steps)
+    return first_s, times, last[0], last[1]
 
 
 def peak_rss_mb() -> float:

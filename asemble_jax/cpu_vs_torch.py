@@ -40,21 +40,6 @@ LABEL_SMOOTHING, GRAD_CLIP_NORM, LEARNING_RATE, WEIGHT_DECAY = 0.1, 1.0, 1e-3, 0
 BEFORE_ENV = {cpu_flags.OPT_OUT: "0"}
 
 
-def _median_times(call: Callable[[], object], steps: int, warmup: int) -> tuple[float, list[float]]:
-    """(seconds of the first call, seconds of each of `steps` calls after `warmup` more)."""
-    start = time.perf_counter()
-    call()
-    first = time.perf_counter() - start
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return first, times
-
-
 # --- PyTorch (runs in the oracle Python) -------------------------------------------------------------------------
 def torch_resnet50(channels_last: bool):
     import torch
@@ -91,7 +76,7 @@ def measure_torch(*, size: int, batch: int, steps: int, channels_last: bool, thr
         optimiser.step()
         return loss.item()
 
-    first_s, times = _median_times(step, steps, warmup=1)
+    first_s, times = benchmark.call_times(step, steps, warmup=1)
     return {"variant": "PyTorch channels_last" if channels_last else "PyTorch default", "model": "resnet50",
             "size": size, "batch": batch, "setup_s": setup_s, "compile_and_first_step_s": first_s,
             "step_s": statistics.median(times), "step_times_s": times, "peak_rss_mb": benchmark.peak_rss_mb(),
@@ -131,7 +116,7 @@ def torch_parts(*, convolutions: list[dict], parameter_shapes: list[list[int]], 
                                                                False, [0, 0], 1, mask)
 
         input_grad, weight_grad = backward([True, False, False]), backward([False, True, False])
-        rows.append({part: 1e3 * statistics.median(_median_times(call, repeats, warmup=1)[1])
+        rows.append({part: 1e3 * statistics.median(benchmark.call_times(call, repeats, warmup=1)[1])
                      for part, call in (("forward", forward), ("input_grad", input_grad),
                                         ("weight_grad", weight_grad))})
     params = [torch.nn.Parameter(torch.randn(shape, generator=generator)) for shape in parameter_shapes]
@@ -143,7 +128,7 @@ def torch_parts(*, convolutions: list[dict], parameter_shapes: list[list[int]], 
         torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP_NORM)
         optimiser.step()
 
-    optimiser_ms = 1e3 * statistics.median(_median_times(update, repeats, warmup=1)[1])
+    optimiser_ms = 1e3 * statistics.median(benchmark.call_times(update, repeats, warmup=1)[1])
     return {"convolutions": rows, "optimizer_ms": optimiser_ms, "load_average_1min": round(os.getloadavg()[0], 1)}
 
 
@@ -216,7 +201,7 @@ def jax_parts(*, convolutions: list[dict], parameter_shapes: list[list[int]], re
                  "input_grad": jax.jit(lambda x, w, dy: jax.vjp(lambda x: convolve(x, w), x)[1](dy)[0]),
                  "weight_grad": jax.jit(lambda x, w, dy: jax.vjp(lambda w: convolve(x, w), w)[1](dy)[0])}
         arguments = {"forward": (x, weight), "input_grad": (x, weight, dy), "weight_grad": (x, weight, dy)}
-        rows.append({part: 1e3 * statistics.median(_median_times(
+        rows.append({part: 1e3 * statistics.median(benchmark.call_times(
             lambda: jax.block_until_ready(call(*arguments[part])), repeats, warmup=1)[1])
             for part, call in calls.items()})
     config = load_config(f"{benchmark.CONFIG}:model=resnet50,preset=small")
@@ -235,7 +220,7 @@ def jax_parts(*, convolutions: list[dict], parameter_shapes: list[list[int]], re
         carry[:] = update(*carry)
         jax.block_until_ready(carry)
 
-    optimiser_ms = 1e3 * statistics.median(_median_times(step, repeats, warmup=1)[1])
+    optimiser_ms = 1e3 * statistics.median(benchmark.call_times(step, repeats, warmup=1)[1])
     return {"convolutions": rows, "optimizer_ms": optimiser_ms, "load_average_1min": round(os.getloadavg()[0], 1),
             "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
