@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from asemble_jax.models import depthwise_conv
+
 KERAS_BN_EPSILON = 1e-3
 KERAS_BN_MOMENTUM = 0.99
 
@@ -64,7 +66,7 @@ class SeparableConv(nnx.Module):
     ):
         self.depthwise = nnx.Conv(
             in_features, in_features, (kernel_size, kernel_size), padding="SAME", feature_group_count=in_features,
-            use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+            conv_general_dilated=depthwise_conv.conv_general_dilated, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
         )
         self.pointwise = nnx.Conv(
             in_features, out_features, (1, 1), use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
