@@ -296,3 +296,70 @@ def write(out: str | os.PathLike, rows: list[dict], command: str) -> None:
     out = os.fspath(out)
     atomic_io.write_text(out, render(rows, command))
     atomic_io.write_text(os.path.splitext(out)[0] + ".json", json.dumps(rows, indent=1) + "\n")
+
+
+def depthwise_conv_rows(shapes: Sequence[tuple[int, int, int, int]], kernel: int = 7, steps: int = 20) -> list[dict]:
+    """For each NHWC input shape, a stride-1 `kernel` x `kernel` depthwise convolution ("SAME") through lax's
+    grouped convolution and through asemble_jax.models.depthwise_conv: compile seconds of forward + both
+    gradients, and median milliseconds of the forward, the input gradient, the weight gradient and all three."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax import lax
+
+    from asemble_jax.models import depthwise_conv
+
+    def grouped(x, k):
+        return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        feature_group_count=x.shape[-1])
+
+    def shifted(x, k):
+        return depthwise_conv.depthwise(x, k, "SAME")
+
+    rows = []
+    for shape in shapes:
+        rng = np.random.default_rng(0)
+        x, g = (jnp.asarray(rng.normal(size=shape), jnp.float32) for _ in range(2))
+        k = jnp.asarray(rng.normal(size=(kernel, kernel, 1, shape[-1])), jnp.float32)
+        for name, conv in (("lax grouped convolution", grouped), ("shifted multiply-adds", shifted)):
+            parts = {"forward": lambda x, k, g, conv=conv: conv(x, k),
+                     "input gradient": lambda x, k, g, conv=conv: jax.vjp(lambda a: conv(a, k), x)[1](g),
+                     "weight gradient": lambda x, k, g, conv=conv: jax.vjp(lambda b: conv(x, b), k)[1](g),
+                     "all three": lambda x, k, g, conv=conv: _value_and_pullback(conv, x, k, g)}
+            row = {"shape": list(shape), "kernel": kernel, "implementation": name}
+            for part, function in parts.items():
+                start = time.perf_counter()
+                compiled = jax.jit(function).lower(x, k, g).compile()
+                compile_s = time.perf_counter() - start
+                _, times = call_times(lambda: jax.block_until_ready(compiled(x, k, g)), steps)
+                row[part + " ms"] = 1e3 * statistics.median(times)
+                if part == "all three":
+                    row["compile s"] = compile_s
+            rows.append(row)
+    return rows
+
+
+def _value_and_pullback(function, x, k, g):
+    """The forward value and both gradients, so that neither is left out of the compiled program."""
+    import jax
+
+    value, pullback = jax.vjp(function, x, k)
+    return value, pullback(g)
+
+
+def render_depthwise(rows: list[dict], command: str) -> str:
+    import jax
+
+    parts = ("forward ms", "input gradient ms", "weight gradient ms", "all three ms", "compile s")
+    lines = ["# Depthwise convolution on the CPU: lax's grouped convolution against shifted multiply-adds", "",
+             f"`{command}`", "",
+             f"{jax.devices()[0].platform}, {os.cpu_count()} CPU cores visible, JAX {jax.__version__}, "
+             f"{time.strftime('%Y-%m-%d')}, 1-minute load average {os.getloadavg()[0]:.1f} at the end. Float32, "
+             "stride 1, SAME padding; median of the timed calls after one warm-up, each call waited for; compile: "
+             "forward and both gradients in one program.", "",
+             "| input (NHWC) | kernel | implementation | " + " | ".join(parts) + " |",
+             "|---|---:|---|" + "---:|" * len(parts)]
+    for r in rows:
+        lines.append(f"| {'x'.join(map(str, r['shape']))} | {r['kernel']}x{r['kernel']} | {r['implementation']} | "
+                     + " | ".join(f"{r[part]:.2f}" for part in parts) + " |")
+    return "\n".join(lines) + "\n"
