@@ -78,7 +78,8 @@ def test_the_real_step_has_its_matrix_products_and_no_grouped_convolution_on_the
     from asemble_jax.config import apply_overrides, load_config
     from asemble_jax.benchmark import CONFIG
 
-    config = apply_overrides(load_config(f"{CONFIG}:model=asemblenet,preset=tiny"), {"global_batch_size": 2})
+    # A batch of 8: the suite simulates 8 devices (conftest.py), and the batch is split over them.
+    config = apply_overrides(load_config(f"{CONFIG}:model=asemblenet,preset=tiny"), {"global_batch_size": 8})
     result = step_profile.profile(config, steps=1)
     per_step = result["per_step_ms"]
     assert per_step.get("matrix product", 0) > 0 and per_step.get("convolution", 0) > 0
