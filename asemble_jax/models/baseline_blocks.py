@@ -66,7 +66,8 @@ class SeparableConv(nnx.Module):
     ):
         self.depthwise = nnx.Conv(
             in_features, in_features, (kernel_size, kernel_size), padding="SAME", feature_group_count=in_features,
-            conv_general_dilated=depthwise_conv.conv_general_dilated, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+            conv_general_dilated=depthwise_conv.conv_general_dilated, use_bias=False, dtype=dtype,
+            param_dtype=param_dtype, rngs=rngs,
         )
         self.pointwise = nnx.Conv(
             in_features, out_features, (1, 1), use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs,

@@ -2,13 +2,13 @@
 
 XLA's CPU backend runs a grouped convolution whose groups are single channels (ConvNeXt's 7x7 depthwise, the
 Xception baseline's separable 3x3) through a generic grouped-convolution kernel. On the demo's ASembleNet-small
-step (batch 32, 128 px, 2 cores) the ConvNeXt branch's depthwise convolutions took about half the step's thunk
-time; a 7x7 depthwise forward on a (32, 32, 32, 24) map took 98 ms, where the same sum written as 49 shifted
-multiply-adds, which XLA fuses into one elementwise loop, takes 2.3 ms (results/performance/depthwise_conv.md,
-scripts/benchmark_depthwise_conv.py). The backward pass is written out (custom VJP): the input gradient, lax's
-other slow part, is the same shifted sum over the output gradient with the kernel flipped; the weight gradient
-stays lax's batch-grouped convolution, which is not slow, and compiles in a tenth of the time that 49 per-tap
-reductions take.
+step (batch 32, 128 px, 2 cores) the ConvNeXt branch's depthwise convolutions took 52% of the step's operation
+time (results/performance/step_profile_asemblenet_small_before.md); a 7x7 depthwise forward on a (32, 32, 32,
+24) map took 126 ms, where the same sum written as 49 shifted multiply-adds, which XLA fuses into one elementwise
+loop, takes 2.2 ms (results/performance/depthwise_conv.md, scripts/benchmark_depthwise_conv.py). The backward
+pass is written out (custom VJP): the input gradient, lax's other slow part (120 ms there), is the same shifted
+sum over the output gradient with the kernel flipped; the weight gradient stays lax's (the transpose of its
+convolution in the kernel), which is not slow, and compiles several times faster than 49 per-tap reductions.
 
 `conv_general_dilated` is a drop-in for `lax.conv_general_dilated` (flax's nnx.Conv takes it as an argument), so
 the parameters, their names, shapes and initialisation stay nnx.Conv's. It takes the shifted form only where it
@@ -72,21 +72,29 @@ def _depthwise_backward(pads, residuals, grad):
     grad_padded = lax.pad(grad, jnp.zeros((), grad.dtype),
                           ((0, 0, 0), (*grad_pads[0], 0), (*grad_pads[1], 0), (0, 0, 0)))
     d_x = _shifted_sum(grad_padded, kernel[::-1, ::-1], ((0, 0), (0, 0))).astype(x.dtype)
-    # The weight gradient is the one part of lax's grouped convolution that is not slow on the CPU (a
-    # batch-grouped convolution), and 49 separate reductions would add ~2 s of compilation per layer.
-    d_kernel = jax.vjp(lambda k: lax.conv_general_dilated(x, k, (1, 1), pads, dimension_numbers=_NHWC_HWIO,
-                                                          feature_group_count=x.shape[3]), kernel)[1](grad)[0]
+    # The weight gradient is the one part of lax's grouped convolution that is not slow on the CPU, and 49
+    # separate reductions compile several times slower. The transpose alone: no forward convolution is traced.
+    d_kernel, = jax.linear_transpose(
+        lambda k: lax.conv_general_dilated(x, k, (1, 1), pads, dimension_numbers=_NHWC_HWIO,
+                                           feature_group_count=x.shape[3]), kernel)(grad)
     return d_x, d_kernel
 
 
 _depthwise.defvjp(_depthwise_forward, _depthwise_backward)
 
 
+def _depthwise_pads(x, kernel, padding) -> tuple[tuple[int, int], ...] | None:
+    """The explicit padding where `kernel` is one (kh, kw) filter per channel of NHWC `x`, else None."""
+    if x.ndim != 4 or kernel.ndim != 4 or kernel.shape[2] != 1 or kernel.shape[3] != x.shape[3]:
+        return None
+    return _explicit_padding(padding, kernel.shape[:2])
+
+
 def depthwise(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
     """The depthwise convolution of NHWC `x` with an HWIO kernel of shape (kh, kw, 1, C), stride 1, as shifted
     multiply-adds; `padding` is "SAME", "VALID" or ((top, bottom), (left, right))."""
-    pads = _explicit_padding(padding, kernel.shape[:2])
-    if pads is None or kernel.shape[2] != 1 or kernel.shape[3] != x.shape[3]:
+    pads = _depthwise_pads(x, kernel, padding)
+    if pads is None:
         raise ValueError(f"not a stride-1 depthwise convolution: input {x.shape}, kernel {kernel.shape}, "
                          f"padding {padding}")
     return _depthwise(x, kernel, pads)
@@ -98,14 +106,13 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     def unit(values):
         return values is None or all(v == 1 for v in values)
 
-    shifted = (jax.default_backend() == "cpu" and lhs.ndim == 4 and unit(window_strides) and unit(lhs_dilation)
-               and unit(rhs_dilation) and feature_group_count == lhs.shape[3] == rhs.shape[3] > 1
-               and rhs.shape[2] == 1 and kwargs.get("out_sharding") is None
-               and kwargs.get("preferred_element_type") is None
-               and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC_HWIO
-               and _explicit_padding(padding, rhs.shape[:2]) is not None)
-    if shifted:
-        return depthwise(lhs, rhs, padding)
+    applies = (jax.default_backend() == "cpu" and unit(window_strides) and unit(lhs_dilation)
+               and unit(rhs_dilation) and feature_group_count == lhs.shape[-1] > 1
+               and kwargs.get("out_sharding") is None and kwargs.get("preferred_element_type") is None
+               and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC_HWIO)
+    pads = _depthwise_pads(lhs, rhs, padding) if applies else None
+    if pads is not None:
+        return _depthwise(lhs, rhs, pads)
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                     rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                     feature_group_count=feature_group_count, precision=precision, **kwargs)
