@@ -2,8 +2,8 @@
 
 The real training program (asemble_jax/train/trainer.py:training_program) runs a few steps on a fixed random batch
 under the JAX profiler; XLA's runtime records one trace event per executed operation (a thunk), named after the
-instruction in the compiled module. The compiled module's text (the same compilation, `lower(...).compile()`)
-says what each instruction is, so the events are summed per kind: convolutions (grouped ones apart: those are what
+instruction in the compiled module. The profiled steps run the ahead-of-time compilation whose text says what
+each instruction is, so the events are summed per kind: convolutions (grouped ones apart: those are what
 asemble_jax/models/depthwise_conv.py replaces on the CPU), matrix products, reductions, pooling, elementwise loops
 and copies, each whether XLA fused it or handed it to a library (YNNPACK fusions on the CPU are classified by what
 they contain).
@@ -62,8 +62,8 @@ def instruction_kinds(hlo_text: str) -> dict[str, str]:
     instructions: list[tuple[str, str, str]] = []  # (name, opcode, attributes), every computation
     current = None
     for line in hlo_text.splitlines():
-        started = _COMPUTATION.match(line)
-        if started and not line.startswith(" "):
+        started = _COMPUTATION.match(line)  # computations start unindented, instructions are indented
+        if started:
             current = started.group(1)
             continue
         found = _INSTRUCTION.match(line)
@@ -115,16 +115,18 @@ def profile(config, *, steps: int = 3) -> dict:
     program = training_program(config)
     state = program.dp.put_state(program.state)
     batch = program.dp.put_batch(random_batch(config.global_batch_size, config.data.image_size))
-    kinds = instruction_kinds(program.train_step.lower(state, batch).compile().as_text())
+    # The profiled steps run this compilation, so the instruction names are the trace's, and nothing compiles twice.
+    step = program.train_step.lower(state, batch).compile()
+    kinds = instruction_kinds(step.as_text())
     for _ in range(2):
-        state, metrics = program.train_step(state, batch)
+        state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
     walls = []
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir):
             for _ in range(steps):
                 start = time.perf_counter()
-                state, metrics = program.train_step(state, batch)
+                state, metrics = step(state, batch)
                 jax.block_until_ready(metrics)
                 walls.append(time.perf_counter() - start)
         traces = glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "*.trace.json.gz"))
