@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import sys
+import threading
 import traceback
 from typing import Any
 
@@ -57,13 +58,19 @@ def _bound_store_retries() -> None:
 _bound_store_retries()
 
 
+def _in_orbax(filename: str) -> bool:
+    return f"{os.sep}orbax{os.sep}" in filename
+
+
 class _WithoutTraceback(logging.Filter):
     """Orbax logs a failed background save with its traceback, then raises the same error in the main thread at
     the next save or wait, where it reaches the user as one line (its traceback going to train.log, unless the
-    store itself failed): the log record keeps its message and loses the traceback."""
+    store itself failed): the log record keeps its message and loses the traceback. asyncio's record of a write
+    whose failure nobody awaited (one per array of a save that a dead store failed) is treated alike."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname:
+        if record.exc_info and (_in_orbax(record.pathname) or any(
+                _in_orbax(frame.f_code.co_filename) for frame, _ in traceback.walk_tb(record.exc_info[2]))):
             record.exc_info = record.exc_text = None
         return True
 
@@ -82,8 +89,22 @@ def _closed_loop_callbacks_dropped(previous):
     return hook
 
 
-logging.getLogger("absl").addFilter(_WithoutTraceback())  # Orbax logs through absl's logger
+for _logger in ("absl", "asyncio"):  # Orbax logs through absl's logger
+    logging.getLogger(_logger).addFilter(_WithoutTraceback())
 sys.unraisablehook = _closed_loop_callbacks_dropped(sys.unraisablehook)
+
+
+def _join_orphaned_writers() -> None:
+    """Joins the writer threads of a save whose start failed on a dead store before its manager tracked it: they
+    wait for a step folder that never comes, until Orbax's coordination timeout. The interpreter would join them
+    at exit anyway, but after the user's one line, and print their failures below it."""
+    try:
+        from orbax.checkpoint._src.futures.future import _SignalingThread
+    except ImportError:  # another Orbax: its writers are left to the interpreter's exit
+        return
+    for thread in threading.enumerate():
+        if isinstance(thread, _SignalingThread) and thread is not threading.current_thread():
+            thread.join()
 
 
 class Checkpoints:
@@ -97,6 +118,28 @@ class Checkpoints:
             directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
         self._best = ocp.CheckpointManager(
             _best_directory(directory), options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+    def __enter__(self) -> "Checkpoints":
+        return self
+
+    def __exit__(self, kind, error, _) -> None:
+        """Waits for the saves still being written, then closes both managers, whatever failed: a save left running
+        into the interpreter's exit is torn down midway, and its writes print their tracebacks after the user's
+        error. The first failure is raised when the block had none; after a failure in the block (which is what
+        the user is told) the first is logged in one line."""
+        failures = []
+        for manager in (self._latest, self._best):
+            for finish in (manager.wait_until_finished, manager.close):  # close() after a failed wait still runs
+                try:
+                    with self._failures():
+                        finish()
+                except Exception as failure:  # noqa: BLE001 - every manager is finished before anything is raised
+                    failures.append(failure)
+        _join_orphaned_writers()
+        if failures and error is None:
+            raise failures[0]
+        for failure in failures[:1]:  # a dead store fails every later step the same way
+            log.warning("the checkpoint being written when the run stopped did not complete: %s", first_line(failure))
 
     @staticmethod
     def _save_args(state: Any, data_state: dict) -> ocp.args.Composite:
@@ -145,11 +188,6 @@ class Checkpoints:
             return step, restored.state, restored.data
 
         return _newest_readable(manager, restore)
-
-    def close(self) -> None:
-        with self._failures():
-            self._latest.close()
-            self._best.close()
 
 
 def restore_weights(directory: str | os.PathLike, abstract_parts: dict[str, Any], which: str

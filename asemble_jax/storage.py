@@ -86,7 +86,8 @@ def _fs(url: str):
 
 def describe(error: BaseException) -> str:
     """The cause of a storage failure in a few words: what the user must fix."""
-    text = first_line(error)
+    raw = first_line(error)
+    text = _TENSORSTORE_SPEC.sub("", raw)
     try:
         import google.auth.exceptions as auth
     except ImportError:
@@ -99,13 +100,20 @@ def describe(error: BaseException) -> str:
         return f"permission denied ({text}); the account in use needs read and write access to the bucket"
     if isinstance(error, FileNotFoundError):
         return "not found"
-    if _is_connection_error(error):
+    if _is_connection_error(error, raw):
         return f"cannot reach the storage server ({text})"
     return f"{type(error).__name__}: {text}"
 
 
-def _is_connection_error(error: BaseException) -> bool:
-    if isinstance(error, (ConnectionError, TimeoutError)):
+# tensorstore (Orbax's writer) appends the whole spec of the array it was writing, ~1,500 characters, to its errors.
+_TENSORSTORE_SPEC = re.compile(r"\s*\[tensorstore_spec='.*?'\](?=\s|$)")
+# tensorstore raises a ValueError whatever failed; libcurl's code says when it was the connection: 6 host not
+# resolved, 7 refused, 28 timed out, 52 no reply, 56 reset.
+_CURL_CONNECTION_FAILURE = re.compile(r"\[curl_code='(6|7|28|52|56)'\]")
+
+
+def _is_connection_error(error: BaseException, text: str) -> bool:
+    if isinstance(error, (ConnectionError, TimeoutError)) or _CURL_CONNECTION_FAILURE.search(text):
         return True
     try:
         import aiohttp

@@ -54,3 +54,16 @@ def _flags(text: str) -> list[str]:
 def test_first_line_quotes_a_library_error_in_one_line():
     assert errors.first_line(ValueError("\n  bad shape\ntraceback-like detail\n")) == "bad shape"
     assert errors.first_line(KeyError()) == "KeyError"  # no message: the type names it
+
+
+def test_a_tensorstore_failure_is_described_without_its_spec_and_as_the_connection_when_curl_says_so():
+    from asemble_jax import storage
+
+    spec = "[tensorstore_spec='{\\\"driver\\\":\\\"zarr\\\",\\\"kvstore\\\":{\\\"bucket\\\":\\\"b\\\"}}']"
+    refused = ValueError('ABORTED: Error writing "w0/0.0" in OCDBT database at gs://b/c/: All 7 retry attempts failed: '
+                         f"CURL error Could not connect to server [curl_code='7'] {spec}")
+    assert storage.describe(refused) == ("cannot reach the storage server (ABORTED: Error writing \"w0/0.0\" in OCDBT "
+                                         "database at gs://b/c/: All 7 retry attempts failed: CURL error Could not "
+                                         "connect to server [curl_code='7'])")
+    malformed = ValueError(f"CURL error URL using bad/illegal format [curl_code='3'] {spec}")
+    assert storage.describe(malformed) == "ValueError: CURL error URL using bad/illegal format [curl_code='3']"

@@ -161,9 +161,35 @@ def test_server_stopped_mid_run_fails_with_one_line_and_the_rerun_resumes(gcs, d
     assert stopped and process.returncode == 2, (out + err)[-2000:]
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and workdir in errors[0] and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == errors[0], err[-2000:]  # nothing left running prints after it
     code, output, _ = _train(workdir, data_dir)
     assert code == 0 and f"resumed {workdir} at step" in output, output[-2000:]
     _assert_same(_params(workdir), local_reference)
+
+
+@pytest.mark.slow
+def test_a_run_failing_while_a_save_is_written_waits_for_it_and_reports_it_in_one_line(gcs, caplog):
+    """The failure this guards against: metrics.jsonl failed on a dead store while best/8 was still being
+    written; the process printed its one line and exited, and the interpreter's exit tore down the save's writes,
+    which printed a traceback per array after the user's error."""
+    from asemble_jax import checkpoint
+    from asemble_jax.errors import UserError
+
+    url = f"gs://{BUCKET}/failed_during_save/checkpoints"
+    state = {f"w{i}": np.full((64, 1024), i, np.float32) for i in range(300)}  # 79 MB in 300 writes
+    try:
+        with caplog.at_level("WARNING", logger="asemble_jax.checkpoint"), pytest.raises(UserError, match="the run"):
+            with checkpoint.Checkpoints(url, max_to_keep=1) as checkpoints:
+                checkpoints.save(1, state, {"step": 1})  # returns while its writes go on in the background
+                gcs.stop()
+                raise UserError("the run's own failure")
+    finally:
+        gcs.start()
+    pending = [r.getMessage() for r in caplog.records if "did not complete" in r.getMessage()]
+    assert len(pending) == 1 and "cannot reach the storage server" in pending[0] and "\n" not in pending[0], \
+        caplog.text[-2000:]
+    with checkpoint.Checkpoints(url, max_to_keep=1) as checkpoints:
+        assert checkpoints.latest_step() is None  # the failed save was never marked complete
 
 
 @pytest.mark.slow

@@ -155,97 +155,94 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, allow
         augment=AugmentConfig() if data.augment else None, image_size=data.image_size,
         process_index=jax.process_index(), process_count=jax.process_count(), worker_count=data.worker_count)
 
-    checkpoints = checkpoint.Checkpoints(paths.checkpoints, max_to_keep=config.max_to_keep)
-    restored = checkpoints.restore_latest(checkpoint.abstract_like(state))
-    if restored is None and config.get("init_from"):
-        state = initialised_from(state, config)
-    if restored is not None:
-        start_step, state, saved_data_state = restored
-        train_iter.set_state(saved_data_state["iterator"])
-        log.info("resumed %s at step %d", workdir, start_step)
-    # The best AUC so far is that of best/, which can be newer than the latest checkpoint (a kill after best/S
-    # was written, before S was): reaching S again must not count as an improvement on an older best.
-    best = checkpoints.best_record()
-    best_auc = max(-np.inf if restored is None else restored[2].get("best_auc", -np.inf),
-                   -np.inf if best is None else best[1].get("best_auc", -np.inf))
-    start_step = int(state.step)
-    # Records after the restored step (all of them on a fresh start) were written by a run that is being redone.
-    metrics_log.truncate_after(start_step)
-    events = TensorBoardLog(workdir, enabled=config.tensorboard and main_process)
-    events.restart(metrics_log.read())
+    with checkpoint.Checkpoints(paths.checkpoints, max_to_keep=config.max_to_keep) as checkpoints:
+        restored = checkpoints.restore_latest(checkpoint.abstract_like(state))
+        if restored is None and config.get("init_from"):
+            state = initialised_from(state, config)
+        if restored is not None:
+            start_step, state, saved_data_state = restored
+            train_iter.set_state(saved_data_state["iterator"])
+            log.info("resumed %s at step %d", workdir, start_step)
+        # The best AUC so far is that of best/, which can be newer than the latest checkpoint (a kill after best/S
+        # was written, before S was): reaching S again must not count as an improvement on an older best.
+        best = checkpoints.best_record()
+        best_auc = max(-np.inf if restored is None else restored[2].get("best_auc", -np.inf),
+                       -np.inf if best is None else best[1].get("best_auc", -np.inf))
+        start_step = int(state.step)
+        # Records after the restored step (all of them on a fresh start) were written by a run that is being redone.
+        metrics_log.truncate_after(start_step)
+        events = TensorBoardLog(workdir, enabled=config.tensorboard and main_process)
+        events.restart(metrics_log.read())
 
-    def log_record(record: dict[str, Any]) -> None:
-        metrics_log.write(record)
-        events.write(record)
+        def log_record(record: dict[str, Any]) -> None:
+            metrics_log.write(record)
+            events.write(record)
 
-    if start_step >= config.total_steps:
-        checkpoints.close()
-        return finished_metrics(metrics_log, workdir, start_step)
-    state = dp.put_state(state)
+        if start_step >= config.total_steps:
+            return finished_metrics(metrics_log, workdir, start_step)
+        state = dp.put_state(state)
 
-    def evaluate(weights, step: int) -> dict[str, Any]:
-        probs, labels, _ = predict_split(dp, predict_fn, weights, val_source,
-                                         batch_size=config.global_batch_size // jax.process_count(),
-                                         image_size=data.image_size)
-        metrics = classification_metrics(labels, probs)
-        log_record({"step": step, "split": data.val_split,
-                    **{f"val_{k}": v for k, v in metrics.items() if k != "confusion_matrix"}})
-        return metrics
+        def evaluate(weights, step: int) -> dict[str, Any]:
+            probs, labels, _ = predict_split(dp, predict_fn, weights, val_source,
+                                             batch_size=config.global_batch_size // jax.process_count(),
+                                             image_size=data.image_size)
+            metrics = classification_metrics(labels, probs)
+            log_record({"step": step, "split": data.val_split,
+                        **{f"val_{k}": v for k, v in metrics.items() if k != "confusion_matrix"}})
+            return metrics
 
-    val_metrics: dict[str, Any] = {}
-    bar = tqdm(total=config.total_steps, initial=start_step, disable=not (progress and main_process),
-               unit="step", dynamic_ncols=True)
-    window_start, window_images = time.perf_counter(), 0
-    # Losses stay on the device until something needs the host (a log line, an evaluation, a checkpoint): reading
-    # one every step would stall asynchronous dispatch. They are all checked before the state is used.
-    unchecked_losses: list[tuple[int, jax.Array]] = []
+        val_metrics: dict[str, Any] = {}
+        bar = tqdm(total=config.total_steps, initial=start_step, disable=not (progress and main_process),
+                   unit="step", dynamic_ncols=True)
+        window_start, window_images = time.perf_counter(), 0
+        # Losses stay on the device until something needs the host (a log line, an evaluation, a checkpoint): reading
+        # one every step would stall asynchronous dispatch. They are all checked before the state is used.
+        unchecked_losses: list[tuple[int, jax.Array]] = []
 
-    def check_losses() -> float:
-        values = jax.device_get([loss for _, loss in unchecked_losses])
-        for (step_number, _), value in zip(unchecked_losses, values):
-            if not np.isfinite(value):
-                metrics_log.flush()
-                events.flush()
-                checkpoints.wait()
-                raise TrainingError(f"loss is {float(value)} at step {step_number}; stopped without saving this "
-                                    f"state (last good checkpoint: step {checkpoints.latest_step()})")
-        unchecked_losses.clear()
-        return float(values[-1])
+        def check_losses() -> float:
+            values = jax.device_get([loss for _, loss in unchecked_losses])
+            for (step_number, _), value in zip(unchecked_losses, values):
+                if not np.isfinite(value):
+                    metrics_log.flush()
+                    events.flush()
+                    checkpoints.wait()
+                    raise TrainingError(f"loss is {float(value)} at step {step_number}; stopped without saving this "
+                                        f"state (last good checkpoint: step {checkpoints.latest_step()})")
+            unchecked_losses.clear()
+            return float(values[-1])
 
-    with _PreemptionFlag() as preemption, bar:  # the bar ends its line whatever stops the loop (an error too)
-        for step in range(start_step + 1, config.total_steps + 1):
-            batch = next(train_iter)
-            state, metrics = train_step(state, dp.put_batch({"image": batch["image"], "label": batch["label"]}))
-            unchecked_losses.append((step, metrics["loss"]))
-            window_images += config.global_batch_size
-            bar.update(1)
-            last = step == config.total_steps
-            log_now, eval_now = step % config.log_every == 0 or last, step % config.eval_every == 0 or last
-            save_now = step % config.checkpoint_every == 0 or last or preemption.raised
-            if log_now or eval_now or save_now:
-                loss = check_losses()
-            if log_now:
-                elapsed = time.perf_counter() - window_start
-                images_per_second = window_images / elapsed if elapsed > 0 else float("nan")
-                log_record({"step": step, "split": "train", "learning_rate": float(schedule(step - 1)),
-                            "images_per_second": images_per_second, **{k: float(v) for k, v in metrics.items()}})
-                bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images_per_second:.0f}")
-                window_start, window_images = time.perf_counter(), 0
-            if eval_now:
-                val_metrics = evaluate(state.weights(use_ema=use_ema), step)
-                if val_metrics["auc"] > best_auc:
-                    best_auc = val_metrics["auc"]
-                    checkpoints.save_best(step, dp.get_state(state), _data_state(train_iter, best_auc))
-                window_start, window_images = time.perf_counter(), 0  # keep evaluation out of images/s
-            if save_now:
-                metrics_log.flush()  # first: a complete checkpoint must never be newer than the durable log
-                checkpoints.save(step, dp.get_state(state), _data_state(train_iter, best_auc))
-            if preemption.raised:
-                log.warning("SIGTERM at step %d: checkpoint saved, exiting", step)
-                break
-    metrics_log.flush()
-    checkpoints.wait()
-    checkpoints.close()
+        with _PreemptionFlag() as preemption, bar:  # the bar ends its line whatever stops the loop (an error too)
+            for step in range(start_step + 1, config.total_steps + 1):
+                batch = next(train_iter)
+                state, metrics = train_step(state, dp.put_batch({"image": batch["image"], "label": batch["label"]}))
+                unchecked_losses.append((step, metrics["loss"]))
+                window_images += config.global_batch_size
+                bar.update(1)
+                last = step == config.total_steps
+                log_now, eval_now = step % config.log_every == 0 or last, step % config.eval_every == 0 or last
+                save_now = step % config.checkpoint_every == 0 or last or preemption.raised
+                if log_now or eval_now or save_now:
+                    loss = check_losses()
+                if log_now:
+                    elapsed = time.perf_counter() - window_start
+                    images_per_second = window_images / elapsed if elapsed > 0 else float("nan")
+                    log_record({"step": step, "split": "train", "learning_rate": float(schedule(step - 1)),
+                                "images_per_second": images_per_second, **{k: float(v) for k, v in metrics.items()}})
+                    bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images_per_second:.0f}")
+                    window_start, window_images = time.perf_counter(), 0
+                if eval_now:
+                    val_metrics = evaluate(state.weights(use_ema=use_ema), step)
+                    if val_metrics["auc"] > best_auc:
+                        best_auc = val_metrics["auc"]
+                        checkpoints.save_best(step, dp.get_state(state), _data_state(train_iter, best_auc))
+                    window_start, window_images = time.perf_counter(), 0  # keep evaluation out of images/s
+                if save_now:
+                    metrics_log.flush()  # first: a complete checkpoint must never be newer than the durable log
+                    checkpoints.save(step, dp.get_state(state), _data_state(train_iter, best_auc))
+                if preemption.raised:
+                    log.warning("SIGTERM at step %d: checkpoint saved, exiting", step)
+                    break
+        metrics_log.flush()
     events.close()
     return {"step": step, "already_finished": False, **val_metrics}
 
