@@ -95,3 +95,26 @@ def test_the_models_depthwise_layers_take_the_shifted_form():
         expected = _lax_depthwise(x, layer.kernel[...], padding) + (layer.bias[...] if layer.bias is not None
                                                                      else 0.0)
         np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_models_flop_count_is_that_of_its_convolutions_not_of_the_cpu_lowering():
+    """forward_gflops traces convolutions as lax's: a 7x7 depthwise layer (padding 3) on 16x16x8 counts 2 FLOPs per
+    multiply-add of a tap inside the image (XLA leaves the padding's out: 100 in-bounds (row, tap) pairs per axis,
+    16 x 7 less 2 x (3 + 2 + 1)) plus 1 per output for the bias, as a GPU would count it, although the CPU runs
+    shifted sums (which XLA counts ~30% higher for ConvNeXt); outside the count the layer still takes that form."""
+    from asemble_jax.models.registry import forward_gflops
+
+    class Depthwise(nnx.Module):
+        def __init__(self):
+            self.conv = ConvNeXtBlock(8, rngs=nnx.Rngs(0)).depthwise
+
+        def __call__(self, images, train=False):
+            return self.conv(jnp.tile(images, (1, 1, 1, 8))), {}
+
+    model = Depthwise()
+    in_bounds_taps_per_axis = 16 * 7 - 2 * (3 + 2 + 1)
+    assert forward_gflops(model, 16, 1) * 1e9 == 8 * (2 * in_bounds_taps_per_axis ** 2 + 16 * 16)
+    x = jnp.zeros((1, 16, 16, 1), jnp.float32)
+    assert "convolution" not in jax.jit(lambda images: model(images)[0]).lower(x).as_text()
+    with depthwise_conv.lax_convolutions():
+        assert "convolution" in jax.jit(lambda images: model(images)[0]).lower(x).as_text()

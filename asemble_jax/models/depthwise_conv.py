@@ -14,10 +14,15 @@ convolution in the kernel), which is not slow, and compiles several times faster
 the parameters, their names, shapes and initialisation stay nnx.Conv's. It takes the shifted form only where it
 applies (the CPU backend, NHWC/HWIO, stride 1, no dilation, one filter per channel) and hands anything else to
 lax unchanged: on GPUs and TPUs the vendor kernels are the fast path. Accumulation is in float32 whatever the
-compute dtype, as XLA's convolutions accumulate.
+compute dtype, as XLA's convolutions accumulate. Under `lax_convolutions()` every convolution is lax's: FLOP
+counts are taken so (XLA counts the shifted sums' padding and additions, ~30% more than the convolution's
+multiply-adds for ConvNeXt alone at 64 px), so that a model's count, and the compute-matched grids' step counts
+read from it, do not depend on the backend that traced it.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from collections.abc import Sequence
 
@@ -26,6 +31,17 @@ import jax.numpy as jnp
 from jax import lax
 
 _NHWC_HWIO = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
+_SHIFTED_SUMS = contextvars.ContextVar("shifted_sums", default=True)
+
+
+@contextlib.contextmanager
+def lax_convolutions():
+    """Traces every convolution in the block as lax's, on every backend."""
+    token = _SHIFTED_SUMS.set(False)
+    try:
+        yield
+    finally:
+        _SHIFTED_SUMS.reset(token)
 
 
 def _explicit_padding(padding, kernel_hw: Sequence[int]) -> tuple[tuple[int, int], ...] | None:
@@ -106,7 +122,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     def unit(values):
         return values is None or all(v == 1 for v in values)
 
-    applies = (jax.default_backend() == "cpu" and unit(window_strides) and unit(lhs_dilation)
+    applies = (_SHIFTED_SUMS.get() and jax.default_backend() == "cpu" and unit(window_strides) and unit(lhs_dilation)
                and unit(rhs_dilation) and feature_group_count == lhs.shape[-1] > 1
                and kwargs.get("out_sharding") is None and kwargs.get("preferred_element_type") is None
                and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC_HWIO)

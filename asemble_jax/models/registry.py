@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from asemble_jax.models import depthwise_conv
+
 _MODELS: dict[str, type] = {}
 _discovered = False
 
@@ -154,14 +156,17 @@ def variant_overrides(variant: str) -> Mapping[str, bool] | None:
 
 def forward_gflops(model: nnx.Module, size: int, in_channels: int = 1) -> float:
     """GFLOPs of one size x size image through `model` in evaluation mode, float32, from XLA's cost analysis of
-    the compiled program (a multiply-add counts as 2). Works on abstract models from nnx.eval_shape."""
+    the compiled program (a multiply-add counts as 2), with every convolution traced as lax's (the count is the
+    model's, not the CPU's depthwise lowering's). Works on abstract models from nnx.eval_shape."""
     graphdef, state = nnx.split(model)
 
     def forward(state, images):
         return nnx.merge(graphdef, state)(images, train=False)[0]
 
     images = jax.ShapeDtypeStruct((1, size, size, in_channels), jnp.float32)
-    analysis = jax.jit(forward).lower(state, images).compile().cost_analysis()
+    with depthwise_conv.lax_convolutions():
+        lowered = jax.jit(forward).lower(state, images)
+    analysis = lowered.compile().cost_analysis()
     if isinstance(analysis, (list, tuple)):  # older JAX: one dict per device program
         analysis = analysis[0]
     return analysis["flops"] / 1e9
