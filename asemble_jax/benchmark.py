@@ -300,21 +300,21 @@ def write(out: str | os.PathLike, rows: list[dict], command: str) -> None:
 
 def depthwise_conv_rows(shapes: Sequence[tuple[int, int, int, int]], kernel: int = 7, steps: int = 20) -> list[dict]:
     """For each NHWC input shape, a stride-1 `kernel` x `kernel` depthwise convolution ("SAME") through lax's
-    grouped convolution and through asemble_jax.models.depthwise_conv: compile seconds of forward + both
+    grouped convolution and through asemble_jax.models.cpu_convolution: compile seconds of forward + both
     gradients, and median milliseconds of the forward, the input gradient, the weight gradient and all three."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     from jax import lax
 
-    from asemble_jax.models import depthwise_conv
+    from asemble_jax.models import cpu_convolution
 
     def grouped(x, k):
         return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                         feature_group_count=x.shape[-1])
 
     def shifted(x, k):
-        return depthwise_conv.depthwise(x, k, "SAME")
+        return cpu_convolution.depthwise(x, k, "SAME")
 
     rows = []
     for shape in shapes:

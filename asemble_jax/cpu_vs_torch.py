@@ -32,7 +32,7 @@ import sys
 import time
 from typing import Callable
 
-from asemble_jax import atomic_io, benchmark, cpu_flags
+from asemble_jax import atomic_io, benchmark, cpu_flags, provenance
 from asemble_jax.errors import UserError
 
 LABEL_SMOOTHING, GRAD_CLIP_NORM, LEARNING_RATE, WEIGHT_DECAY = 0.1, 1.0, 1e-3, 0.05  # ablations/base.py's
@@ -283,7 +283,8 @@ def compare(*, size: int = 128, batch: int = 16, steps: int = 10, rounds: int = 
         raise UserError(f"need at least 10 steps and 1 round (got {steps} steps, {rounds} rounds)")
     runs = []
     result = {"size": size, "batch": batch, "steps": steps, "rounds": rounds, "threads": threads, "runs": runs,
-              "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "parts": None,
+              "cpu": f"{platform.machine()}, {provenance.cpu_description()}", "cpu_count": os.cpu_count(),
+              "parts": None,
               "complete": False}
     chosen = variants(size, batch, steps, threads, asemblenet_preset)
     for round_index in range(rounds):

@@ -24,7 +24,7 @@ from asemble_jax.errors import UserError
 from asemble_jax.evaluation.formatting import format_interval
 from asemble_jax.evaluation.evaluate import evaluate_workdir
 from asemble_jax.metrics_log import MetricsLog
-from asemble_jax.provenance import git_commit
+from asemble_jax.provenance import cpu_description, git_commit
 from asemble_jax.train.trainer import train_and_evaluate
 from asemble_jax.workdir import Predictor, Workdir
 
@@ -101,8 +101,8 @@ def run_demo(data_dir: str, out: str, workdir: str) -> tuple[dict[str, Any], dic
 
     summary = {
         "command": "make demo", "config": os.path.relpath(CONFIG, REPO), "git_commit": git_commit(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on "
-                   f"{jax.devices()[0].platform}",
+        "machine": f"{platform.machine()}, {cpu_description()}, {os.cpu_count()} CPU cores, "
+                   f"jax {jax.__version__} on {jax.devices()[0].platform}",
         "checkpoint_step": predictor.step,
         # Wall times of this invocation (a rerun of a finished demo trains nothing), and the training throughput
         # logged while it trained, which survives reruns.

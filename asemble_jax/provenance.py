@@ -34,13 +34,31 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def cpu_description() -> str:
+    """The CPU's model and widest vector instruction set, e.g. "AMD EPYC, AVX-512": XLA compiles for the host's
+    instructions, so float results and step times are comparable only between hosts that agree on this."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    model, flags = fields.get("model name") or platform.processor() or platform.machine(), set(
+        fields.get("flags", fields.get("Features", "")).split())
+    widest = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("asimd", "NEON"))
+                   if flag in flags), None)
+    return f"{model}, {widest}" if widest else model
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def provenance() -> dict[str, object]:
     return {"git_commit": git_commit(), "versions": package_versions(), "date": now(),
-            "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPU cores)"}
+            "machine": f"{platform.node()} ({platform.machine()}, {cpu_description()}, {os.cpu_count()} CPU cores)"}
 
 
 def command_line(script: str, argv: list[str] | None) -> str:

@@ -4,7 +4,7 @@ The real training program (asemble_jax/train/trainer.py:training_program) runs a
 under the JAX profiler; XLA's runtime records one trace event per executed operation (a thunk), named after the
 instruction in the compiled module. The profiled steps run the ahead-of-time compilation whose text says what
 each instruction is, so the events are summed per kind: convolutions (grouped ones apart: those are what
-asemble_jax/models/depthwise_conv.py replaces on the CPU), matrix products, reductions, pooling, elementwise loops
+asemble_jax/models/cpu_convolution.py replaces on the CPU), matrix products, reductions, pooling, elementwise loops
 and copies, each whether XLA fused it or handed it to a library (YNNPACK fusions on the CPU are classified by what
 they contain).
 

@@ -1,4 +1,4 @@
-r"""Depthwise convolution on the CPU, lax's grouped convolution against asemble_jax/models/depthwise_conv.py's
+r"""Depthwise convolution on the CPU, lax's grouped convolution against asemble_jax/models/cpu_convolution.py's
 shifted multiply-adds: forward, input gradient, weight gradient, compile time. The default shapes are the
 ConvNeXt branch's four stages in the demo's step (ASembleNet-small, 128 px, batch 32).
 

@@ -83,6 +83,6 @@ def test_the_real_step_has_its_matrix_products_and_no_grouped_convolution_on_the
     result = step_profile.profile(config, steps=1)
     per_step = result["per_step_ms"]
     assert per_step.get("matrix product", 0) > 0 and per_step.get("convolution", 0) > 0
-    # ConvNeXt's depthwise convolutions run as shifted multiply-adds (asemble_jax/models/depthwise_conv.py).
+    # ConvNeXt's depthwise convolutions run as shifted multiply-adds (asemble_jax/models/cpu_convolution.py).
     assert "grouped convolution" not in per_step
     assert result["step_s"] > 0

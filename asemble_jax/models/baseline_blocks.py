@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from asemble_jax.models import depthwise_conv
+from asemble_jax.models import cpu_convolution
 
 KERAS_BN_EPSILON = 1e-3
 KERAS_BN_MOMENTUM = 0.99
@@ -39,7 +39,8 @@ class ConvBN(nnx.Module):
         kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.conv = nnx.Conv(
             in_features, out_features, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+            conv_general_dilated=cpu_convolution.conv_general_dilated, dtype=dtype, param_dtype=param_dtype,
+            rngs=rngs,
         )
         self.bn = nnx.BatchNorm(
             out_features, momentum=KERAS_BN_MOMENTUM, epsilon=bn_epsilon, use_scale=bn_scale,
@@ -66,11 +67,12 @@ class SeparableConv(nnx.Module):
     ):
         self.depthwise = nnx.Conv(
             in_features, in_features, (kernel_size, kernel_size), padding="SAME", feature_group_count=in_features,
-            conv_general_dilated=depthwise_conv.conv_general_dilated, use_bias=False, dtype=dtype,
+            conv_general_dilated=cpu_convolution.conv_general_dilated, use_bias=False, dtype=dtype,
             param_dtype=param_dtype, rngs=rngs,
         )
         self.pointwise = nnx.Conv(
-            in_features, out_features, (1, 1), use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+            in_features, out_features, (1, 1), use_bias=False, conv_general_dilated=cpu_convolution.conv_general_dilated,
+            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

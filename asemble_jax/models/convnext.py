@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from asemble_jax.models import depthwise_conv
+from asemble_jax.models import cpu_convolution
 from asemble_jax.models.layers import (
     LayerScale, SqueezeExcitation, StochasticDepth, squeeze_channels_for, transformer_layer_norm)
 
@@ -29,7 +29,7 @@ class ConvNeXtBlock(nnx.Module):
         dense = dict(dtype=dtype, param_dtype=param_dtype, kernel_init=_TRUNCATED_NORMAL_INIT, rngs=rngs)
         self.depthwise = nnx.Conv(channels, channels, (7, 7), padding=((3, 3), (3, 3)),
                                   feature_group_count=channels,
-                                  conv_general_dilated=depthwise_conv.conv_general_dilated, **dense)
+                                  conv_general_dilated=cpu_convolution.conv_general_dilated, **dense)
         self.norm = transformer_layer_norm(channels, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.expand = nnx.Linear(channels, mlp_ratio * channels, **dense)
         self.project = nnx.Linear(mlp_ratio * channels, channels, **dense)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from asemble_jax.models import depthwise_conv
+from asemble_jax.models import cpu_convolution
 
 _MODELS: dict[str, type] = {}
 _discovered = False
@@ -164,7 +164,7 @@ def forward_gflops(model: nnx.Module, size: int, in_channels: int = 1) -> float:
         return nnx.merge(graphdef, state)(images, train=False)[0]
 
     images = jax.ShapeDtypeStruct((1, size, size, in_channels), jnp.float32)
-    with depthwise_conv.lax_convolutions():
+    with cpu_convolution.lax_convolutions():
         lowered = jax.jit(forward).lower(state, images)
     analysis = lowered.compile().cost_analysis()
     if isinstance(analysis, (list, tuple)):  # older JAX: one dict per device program

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from asemble_jax.models import cpu_convolution
 from asemble_jax.models.layers import SqueezeExcitation, squeeze_channels_for
 
 # torch's BatchNorm defaults (momentum 0.1 on the new batch = 0.9 on the running average in Flax), as in WRN.
@@ -39,7 +40,8 @@ def _conv(in_channels: int, out_channels: int, kernel: int, stride: int, *, dtyp
           rngs: nnx.Rngs) -> nnx.Conv:
     pad = (kernel - 1) // 2
     return nnx.Conv(in_channels, out_channels, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),
-                    use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                    use_bias=False, kernel_init=_CONV_INIT, conv_general_dilated=cpu_convolution.conv_general_dilated,
+                    dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 class WideBasicBlock(nnx.Module):
