@@ -175,15 +175,17 @@ def resnet50_parameter_shapes() -> list[list[int]]:
 
 def jax_parts(*, convolutions: list[dict], parameter_shapes: list[list[int]], repeats: int) -> dict:
     """The per-part measurement, our side (in this process, with whatever XLA flags it started with): each
-    convolution's forward, input and weight gradient as XLA compiles them inside a training step's backward
-    pass (jax.vjp), then the project's optimiser update (asemble_jax/train/optim.py) over `parameter_shapes`."""
+    convolution's forward, input and weight gradient as the models compute them (through
+    asemble_jax/models/cpu_convolution.py, so a 1x1 one as a matrix product) and XLA compiles them inside a
+    training step's backward pass (jax.vjp), then the project's optimiser update (asemble_jax/train/optim.py)
+    over `parameter_shapes`."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
-    from jax import lax
 
     from asemble_jax.config import load_config
+    from asemble_jax.models import cpu_convolution
     from asemble_jax.train import optim
 
     rng = np.random.default_rng(0)
@@ -193,8 +195,9 @@ def jax_parts(*, convolutions: list[dict], parameter_shapes: list[list[int]], re
         weight = jnp.asarray(rng.normal(size=conv["kernel"]), jnp.float32)
 
         def convolve(x, weight, conv=conv):
-            return lax.conv_general_dilated(x, weight, conv["strides"], [tuple(p) for p in conv["padding"]],
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            return cpu_convolution.conv_general_dilated(x, weight, conv["strides"],
+                                                        [tuple(p) for p in conv["padding"]],
+                                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
         dy = jnp.asarray(rng.normal(size=convolve(x, weight).shape), jnp.float32)
         calls = {"forward": jax.jit(convolve),
