@@ -134,16 +134,19 @@ def torch_parts(*, convolutions: list[dict], parameter_shapes: list[list[int]], 
 
 # --- ours ------------------------------------------------------------------------------------------------------
 def resnet50_convolutions(size: int, batch: int) -> list[dict]:
-    """Every distinct convolution of our ResNet50's forward pass on (batch, size, size, 1) images, with how many
-    times it occurs: input and kernel shapes (NHWC, HWIO), strides and explicit padding, from the jaxpr."""
+    """Every distinct convolution layer of our ResNet50's forward pass on (batch, size, size, 1) images, with how
+    many times it occurs: input and kernel shapes (NHWC, HWIO), strides and explicit padding, from the jaxpr
+    traced with lax's convolutions (so the 1x1 layers, which the CPU computes as matrix products, are listed too,
+    and jax_parts times them as the models compute them)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    from asemble_jax.models import create_model
+    from asemble_jax.models import cpu_convolution, create_model
 
     model = create_model("resnet50", "small", rngs=nnx.Rngs(0), num_classes=2, in_channels=1)
-    jaxpr = jax.make_jaxpr(lambda x: model(x, train=False)[0])(jnp.zeros((batch, size, size, 1), jnp.float32))
+    with cpu_convolution.lax_convolutions():
+        jaxpr = jax.make_jaxpr(lambda x: model(x, train=False)[0])(jnp.zeros((batch, size, size, 1), jnp.float32))
     counts: collections.Counter = collections.Counter()
 
     def visit(inner):
