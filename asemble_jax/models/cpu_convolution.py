@@ -144,8 +144,12 @@ def pointwise(x: jax.Array, kernel: jax.Array, strides: tuple[int, int] = (1, 1)
     if _pointwise_strides(x, kernel, strides, "VALID") is None:
         raise ValueError(f"not a 1x1 convolution: input {x.shape}, kernel {kernel.shape}, strides {strides}")
     sampled = x[:, ::strides[0], ::strides[1], :] if tuple(strides) != (1, 1) else x
-    return lax.dot_general(sampled, kernel[0, 0], (((3,), (0,)), ((), ())), precision=precision,
-                           preferred_element_type=preferred_element_type)
+    n, h, w, channels = sampled.shape
+    # A product of matrices, not of 4-D arrays: the weight gradient then contracts one dimension (batch and
+    # space flattened), which the CPU's matrix kernels take 2-5x faster than a contraction over three.
+    product = lax.dot_general(sampled.reshape(n * h * w, channels), kernel[0, 0], (((1,), (0,)), ((), ())),
+                              precision=precision, preferred_element_type=preferred_element_type)
+    return product.reshape(n, h, w, kernel.shape[3])
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
