@@ -94,17 +94,23 @@ for _logger in ("absl", "asyncio"):  # Orbax logs through absl's logger
 sys.unraisablehook = _closed_loop_callbacks_dropped(sys.unraisablehook)
 
 
-def _join_orphaned_writers() -> None:
+def _join_orphaned_writers() -> list[Exception]:
     """Joins the writer threads of a save whose start failed on a dead store before its manager tracked it: they
     wait for a step folder that never comes, until Orbax's coordination timeout. The interpreter would join them
-    at exit anyway, but after the user's one line, and print their failures below it."""
+    at exit anyway, but after the user's one line, and print their failures below it. Returns their failures
+    (Orbax's join raises a writer's own), for the caller to report with the managers'."""
     try:
         from orbax.checkpoint._src.futures.future import _SignalingThread
     except ImportError:  # another Orbax: its writers are left to the interpreter's exit
-        return
+        return []
+    failures = []
     for thread in threading.enumerate():
         if isinstance(thread, _SignalingThread) and thread is not threading.current_thread():
-            thread.join()
+            try:
+                thread.join()
+            except Exception as failure:  # noqa: BLE001 - every writer is joined before anything is reported
+                failures.append(failure)
+    return failures
 
 
 class Checkpoints:
@@ -135,7 +141,12 @@ class Checkpoints:
                         finish()
                 except Exception as failure:  # noqa: BLE001 - every manager is finished before anything is raised
                     failures.append(failure)
-        _join_orphaned_writers()
+        for orphan_failure in _join_orphaned_writers():
+            try:
+                with self._failures():
+                    raise orphan_failure
+            except Exception as failure:  # noqa: BLE001 - named as the managers' failures are
+                failures.append(failure)
         if failures and error is None:
             raise failures[0]
         for failure in failures[:1]:  # a dead store fails every later step the same way
