@@ -290,8 +290,7 @@ def compare(*, size: int = 128, batch: int = 16, steps: int = 10, rounds: int = 
     runs = []
     result = {"size": size, "batch": batch, "steps": steps, "rounds": rounds, "threads": threads, "runs": runs,
               "cpu": f"{platform.machine()}, {provenance.cpu_description()}", "cpu_count": os.cpu_count(),
-              "parts": None,
-              "complete": False}
+              "parts": None, "complete": False}
     chosen = variants(size, batch, steps, threads, asemblenet_preset)
     for round_index in range(rounds):
         for variant in chosen:

@@ -45,8 +45,8 @@ def cpu_description() -> str:
                 fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    model, flags = fields.get("model name") or platform.processor() or platform.machine(), set(
-        fields.get("flags", fields.get("Features", "")).split())
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", fields.get("Features", "")).split())  # x86's flags, ARM's Features
     widest = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("asimd", "NEON"))
                    if flag in flags), None)
     return f"{model}, {widest}" if widest else model

@@ -71,8 +71,9 @@ class SeparableConv(nnx.Module):
             param_dtype=param_dtype, rngs=rngs,
         )
         self.pointwise = nnx.Conv(
-            in_features, out_features, (1, 1), use_bias=False, conv_general_dilated=cpu_convolution.conv_general_dilated,
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+            in_features, out_features, (1, 1), use_bias=False,
+            conv_general_dilated=cpu_convolution.conv_general_dilated, dtype=dtype, param_dtype=param_dtype,
+            rngs=rngs,
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
