@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from asemble_jax.models import cpu_pooling
 from asemble_jax.models.baseline_blocks import ConvBN, KerasApplication
 from asemble_jax.models.registry import register
 
@@ -44,7 +45,7 @@ class Branch(nnx.Module):
         if self.pool == "avg":
             x = nnx.avg_pool(x, (3, 3), strides=(1, 1), padding="SAME", count_include_pad=False)
         elif self.pool == "max":
-            x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+            x = cpu_pooling.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
         for conv in self.convs:
             x = nnx.relu(conv(x, train=train))
         return x
@@ -156,9 +157,9 @@ class InceptionV3(KerasApplication):
                  feature_offsets: Mapping[str, jax.Array] | None = None) -> tuple[jax.Array, dict]:
         tap = self._feature_taps(images, feature_offsets)
         x = self.stem(images, train=train)
-        x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+        x = cpu_pooling.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
         x = self.stem_after_pool(x, train=train)
-        x = tap("stem", nnx.max_pool(x, (3, 3), strides=(2, 2), padding="VALID"))
+        x = tap("stem", cpu_pooling.max_pool(x, (3, 3), strides=(2, 2), padding="VALID"))
         for index, block in enumerate(self.mixed):
             x = tap(f"mixed{index}", block(x, train=train))
         x = tap("last_conv", x)

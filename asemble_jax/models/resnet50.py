@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from asemble_jax.models import cpu_pooling
 from asemble_jax.models.baseline_blocks import ConvBN, KerasApplication
 from asemble_jax.models.registry import register
 
@@ -77,7 +78,7 @@ class ResNet50(KerasApplication):
         x = jnp.pad(images, ((0, 0), (3, 3), (3, 3), (0, 0)))
         x = nnx.relu(self.stem(x, train=train))
         x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        x = tap("stem", nnx.max_pool(x, (3, 3), strides=(2, 2), padding="VALID"))
+        x = tap("stem", cpu_pooling.max_pool(x, (3, 3), strides=(2, 2), padding="VALID"))
         for index, stage in enumerate(self.stages):
             for block in stage:
                 x = block(x, train=train)

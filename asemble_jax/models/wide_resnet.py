@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from asemble_jax.models import cpu_convolution
+from asemble_jax.models import cpu_convolution, cpu_pooling
 from asemble_jax.models.layers import SqueezeExcitation, squeeze_channels_for
 
 # torch's BatchNorm defaults (momentum 0.1 on the new batch = 0.9 on the running average in Flax), as in WRN.
@@ -106,7 +106,7 @@ class WideResNet(nnx.Module):
                  feature_offset: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         use_running_average = not train
         x = jax.nn.relu(self.stem_norm(self.stem(images), use_running_average=use_running_average))
-        x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = cpu_pooling.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for block in self.blocks:
             x = block(x, train=train)
         x = jax.nn.relu(self.final_norm(x, use_running_average=use_running_average))

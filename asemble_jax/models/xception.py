@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from asemble_jax.models import cpu_pooling
 from asemble_jax.models.baseline_blocks import (
     KERAS_BN_EPSILON,
     KERAS_BN_MOMENTUM,
@@ -56,7 +57,7 @@ class DownsamplingBlock(nnx.Module):
         y = nnx.relu(x) if self.relu_first else x
         y = nnx.relu(self.sep1(y, train=train))
         y = self.sep2(y, train=train)
-        return nnx.max_pool(y, (3, 3), strides=(2, 2), padding="SAME") + shortcut
+        return cpu_pooling.max_pool(y, (3, 3), strides=(2, 2), padding="SAME") + shortcut
 
 
 class MiddleBlock(nnx.Module):
