@@ -16,6 +16,10 @@ batch (read from its jaxpr): each distinct one's forward, input gradient and wei
 shapes. What the parts leave of the whole step is BatchNorm, activations, pooling, the loss and the layout work
 between them.
 
+Under load. `background_load` busy processes (one core each, at normal priority) run beside the whole comparison:
+the project's XLA CPU flag was chosen for a shared machine, where YNNPACK's convolutions degraded 3-10x, so the
+flag is judged both idle and loaded by one committed command.
+
 PyTorch runs in another Python (the `oracle` extra: torch and torchvision) given as `torch_python`; this
 module imports torch only inside the functions that run there.
 """
@@ -28,6 +32,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from typing import Callable
@@ -269,6 +274,19 @@ def _holding(lock: str | None):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def busy_processes(count: int):
+    """`count` processes spinning on the CPU meanwhile, stopped (and reaped) however the block ends."""
+    spinning = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield spinning
+    finally:
+        for process in spinning:
+            process.kill()
+        for process in spinning:
+            process.wait()
+
+
 def _run(variant: dict, torch_python: str) -> dict:
     if variant["kind"] == "torch":
         result = benchmark.in_fresh_process("asemble_jax.cpu_vs_torch:measure_torch", variant["arguments"],
@@ -280,46 +298,49 @@ def _run(variant: dict, torch_python: str) -> dict:
 
 def compare(*, size: int = 128, batch: int = 16, steps: int = 10, rounds: int = 2, threads: int = 2,
             asemblenet_preset: str | None = "small", parts: bool = True, repeats: int = 5,
-            torch_python: str = sys.executable, lock: str | None = None,
+            torch_python: str = sys.executable, lock: str | None = None, background_load: int = 0,
             report: Callable[[str], None] = print, save: Callable[[dict], None] = lambda result: None) -> dict:
     """Every variant once per round, alternating, each in a fresh process (holding `lock` while it runs); then,
     if `parts`, the per-part measurement for ours (before, after) and PyTorch (both layouts). `save` gets the
-    result so far after every process, so that an interrupted comparison keeps what it measured."""
+    result so far after every process, so that an interrupted comparison keeps what it measured. `background_load`
+    busy processes run throughout."""
     if steps < 10 or rounds < 1:
         raise UserError(f"need at least 10 steps and 1 round (got {steps} steps, {rounds} rounds)")
-    runs = []
-    result = {"size": size, "batch": batch, "steps": steps, "rounds": rounds, "threads": threads, "runs": runs,
-              "cpu": f"{platform.machine()}, {provenance.cpu_description()}", "cpu_count": os.cpu_count(),
-              "parts": None, "complete": False}
-    chosen = variants(size, batch, steps, threads, asemblenet_preset)
-    for round_index in range(rounds):
-        for variant in chosen:
-            with _holding(lock):
-                run = {"round": round_index, **_run(variant, torch_python)}
-            report(f"round {round_index}: {run['label']} {run['model']}: step {run['step_s']:.3f} s "
-                   f"(load {run['load_average_1min']})")
-            runs.append(run)
-            save(result)
-    if parts:
-        convolutions = resnet50_convolutions(size, batch)
-        arguments = dict(convolutions=convolutions, parameter_shapes=resnet50_parameter_shapes(), repeats=repeats)
-        measured = {}
-        for label, env in (("ours, jaxlib defaults", BEFORE_ENV), ("ours, project XLA CPU flags", {})):
-            with _holding(lock):
-                measured[label] = benchmark.in_fresh_process("asemble_jax.cpu_vs_torch:jax_parts", arguments,
-                                                             env=env, what=f"parts, {label}")
-        for label, channels_last in (("PyTorch default", False), ("PyTorch channels_last", True)):
-            with _holding(lock):
-                measured[label] = benchmark.in_fresh_process(
-                    "asemble_jax.cpu_vs_torch:torch_parts", dict(arguments, channels_last=channels_last,
-                                                                 threads=threads),
-                    python=torch_python, what=f"parts, {label}")
-        for label, row in measured.items():
-            report(f"parts: {label}: {json.dumps(part_totals(convolutions, row))}")
-        result["parts"] = {"convolutions": convolutions, "measured": measured, "repeats": repeats}
-    result["complete"] = True
-    save(result)
-    return result
+    with busy_processes(background_load):
+        runs = []
+        result = {"size": size, "batch": batch, "steps": steps, "rounds": rounds, "threads": threads, "runs": runs,
+                  "cpu": f"{platform.machine()}, {provenance.cpu_description()}", "cpu_count": os.cpu_count(),
+                  "parts": None, "complete": False, "background_load": background_load}
+        chosen = variants(size, batch, steps, threads, asemblenet_preset)
+        for round_index in range(rounds):
+            for variant in chosen:
+                with _holding(lock):
+                    run = {"round": round_index, **_run(variant, torch_python)}
+                report(f"round {round_index}: {run['label']} {run['model']}: step {run['step_s']:.3f} s "
+                       f"(load {run['load_average_1min']})")
+                runs.append(run)
+                save(result)
+        if parts:
+            convolutions = resnet50_convolutions(size, batch)
+            arguments = dict(convolutions=convolutions, parameter_shapes=resnet50_parameter_shapes(),
+                             repeats=repeats)
+            measured = {}
+            for label, env in (("ours, jaxlib defaults", BEFORE_ENV), ("ours, project XLA CPU flags", {})):
+                with _holding(lock):
+                    measured[label] = benchmark.in_fresh_process("asemble_jax.cpu_vs_torch:jax_parts", arguments,
+                                                                 env=env, what=f"parts, {label}")
+            for label, channels_last in (("PyTorch default", False), ("PyTorch channels_last", True)):
+                with _holding(lock):
+                    measured[label] = benchmark.in_fresh_process(
+                        "asemble_jax.cpu_vs_torch:torch_parts", dict(arguments, channels_last=channels_last,
+                                                                     threads=threads),
+                        python=torch_python, what=f"parts, {label}")
+            for label, row in measured.items():
+                report(f"parts: {label}: {json.dumps(part_totals(convolutions, row))}")
+            result["parts"] = {"convolutions": convolutions, "measured": measured, "repeats": repeats}
+        result["complete"] = True
+        save(result)
+        return result
 
 
 def part_totals(convolutions: list[dict], measured: dict) -> dict[str, float]:
@@ -359,7 +380,9 @@ def render(result: dict, command: str) -> str:
         f"`{command}`",
         "",
         f"{result['cpu_count']} CPU cores visible ({result['cpu']}), shared with other work: the 1-minute load "
-        f"average of every run is listed, and on a loaded machine the times are upper bounds. JAX "
+        f"average of every run is listed, and on a loaded machine the times are upper bounds. "
+        + (f"**{result['background_load']} busy process(es) ran beside every run** (`--background_load`). "
+           if result.get("background_load") else "") + "JAX "
         f"{jax_run['jax']}; PyTorch {versions.get('torch', 'n/a')}, torchvision {versions.get('torchvision', 'n/a')} "
         f"with {result['threads']} threads; {time.strftime('%Y-%m-%d')}. Batch {result['batch']}, 1 input "
         "channel, 2 classes, float32, AdamW with global-norm clipping 1.0 and label smoothing 0.1 on both sides, "

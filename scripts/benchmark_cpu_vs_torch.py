@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no_parts", action="store_true", help="leave out the per-part measurement")
     parser.add_argument("--repeats", type=int, default=5, help="calls per part after a warm-up one")
     parser.add_argument("--torch_python", default=sys.executable, help="a Python with torch and torchvision")
+    parser.add_argument("--background_load", type=int, default=0,
+                        help="busy processes to run beside the comparison (the flag's loaded-machine check)")
     parser.add_argument("--lock", help="a file to flock around each timed process (other benchmarks' lock)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/performance/cpu_vs_torch.md"))
     args = parser.parse_args(argv)
@@ -32,7 +34,8 @@ def main(argv=None) -> int:
     cpu_vs_torch.compare(size=args.size, batch=args.batch, steps=args.steps, rounds=args.rounds,
                          threads=args.threads, asemblenet_preset=args.asemblenet_preset or None,
                          parts=not args.no_parts, repeats=args.repeats, torch_python=args.torch_python,
-                         lock=args.lock, save=lambda result: cpu_vs_torch.write(args.out, result, command))
+                         lock=args.lock, background_load=args.background_load,
+                         save=lambda result: cpu_vs_torch.write(args.out, result, command))
     print(f"wrote {args.out}")
     return 0
 

@@ -1,5 +1,12 @@
 """The parts of scripts/benchmark_cpu_vs_torch.py that need no torch: the convolutions it times are exactly our
-ResNet50's, and a report of an interrupted comparison says so and keeps every run (no timing asserted)."""
+ResNet50's, a report of an interrupted or loaded comparison says so, and the load it makes is real and
+stopped (no timing asserted)."""
+import os
+import pathlib
+import time
+
+import pytest
+
 from asemble_jax import cpu_vs_torch
 
 
@@ -30,3 +37,31 @@ def test_a_partial_report_keeps_every_run_and_says_it_is_partial(tmp_path):
     assert "| ours, project XLA CPU flags | resnet50 | 128x128 | 1 | 1.500 |" in text
     assert "1.25x PyTorch" in text  # 1.5 s / the faster PyTorch layout measured, 1.2 s
     assert (tmp_path / "report.json").exists()
+
+
+def test_the_background_load_spins_while_the_block_runs_and_is_reaped_however_it_ends():
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with cpu_vs_torch.busy_processes(2) as spinning:
+            assert len(spinning) == 2 and all(process.poll() is None for process in spinning)
+            time.sleep(1.0)
+            # Each one really spins: it has used CPU time, not slept.
+            assert all(_cpu_seconds(process.pid) > 0.2 for process in spinning)
+            raise RuntimeError("interrupted")
+    assert all(process.returncode is not None for process in spinning)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_a_loaded_comparison_says_so_in_its_report(tmp_path):
+    result = {"size": 128, "batch": 16, "steps": 10, "rounds": 1, "threads": 2, "cpu": "x86_64", "cpu_count": 2,
+              "parts": None, "complete": True, "background_load": 2,
+              "runs": [_run("ours, jaxlib defaults", "resnet50", 2.0)]}
+    out = tmp_path / "report.md"
+    cpu_vs_torch.write(out, result, "python scripts/benchmark_cpu_vs_torch.py --background_load 2")
+    assert "**2 busy process(es) ran beside every run**" in out.read_text()
+    result["background_load"] = 0
+    cpu_vs_torch.write(out, result, "python scripts/benchmark_cpu_vs_torch.py")
+    assert "busy process" not in out.read_text()
