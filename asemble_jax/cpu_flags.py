@@ -32,6 +32,8 @@ DEFAULTS = (
     # YNNPACK's convolution kernels (default for convolutions since jaxlib 0.10) compute the weight gradient of a
     # ResNet50 step 4-10x slower than Eigen's on 2 cores; "-" removes only that fusion type from the jaxlib's
     # default set, so YNNPACK keeps the dots, reductions (BatchNorm) and elementwise fusions it does well.
+    # Since 1x1 convolutions became matrix products (models/cpu_convolution.py) it no longer clearly helps: neutral
+    # for ResNet50 idle and loaded, mixed for ASembleNet (results/performance/README.md); up for removal.
     Default("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution", (0, 10)),
 )
 
