@@ -6,8 +6,10 @@ exit with status 2; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from typing import Callable, Sequence
 
 EXIT_USER_ERROR = 2
@@ -26,6 +28,14 @@ class InputError(UserError, ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+def _quiet_shutdown() -> None:
+    """Keeps the error the last line. The interpreter's exit collects what the failure abandoned, e.g. background
+    checkpoint writes to a storage server that went away: asyncio logs each future's unretrieved exception, with
+    its traceback, and Python warns of each coroutine never awaited, after the line that said what went wrong."""
+    logging.getLogger("asyncio").disabled = True
+    warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited", category=RuntimeWarning)
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message, or its type's name when it has none: what a one-line error or
     a log line quotes of a library's multi-line exception."""
@@ -40,6 +50,7 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         return int(main(argv) or 0)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        _quiet_shutdown()
         return EXIT_USER_ERROR
     except BrokenPipeError:
         # The reader went away: point stdout at /dev/null so that the interpreter's final flush cannot fail too.

@@ -1,5 +1,8 @@
 """One base for user-facing errors and one entry-point wrapper, used by every script."""
 import pathlib
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -27,6 +30,36 @@ def test_run_main_prints_one_line_and_exits_2_for_a_user_error(capsys):
     assert errors.run_main(failing, []) == 2
     assert capsys.readouterr().err == "error: scan.dcm: not a DICOM file\n"
     assert errors.run_main(lambda argv: 3, []) == 3 and errors.run_main(lambda argv: None, []) == 0
+
+
+def test_the_error_stays_the_last_line_when_exit_collects_abandoned_async_work(tmp_path):
+    """A failure that abandons background work (Orbax's checkpoint writes to a storage server that went away):
+    asyncio's report of each unretrieved exception and Python's warning of each coroutine never awaited come at
+    interpreter exit, after the error line; stderr must end with that line and hold no traceback."""
+    program = tmp_path / "entry.py"
+    program.write_text(textwrap.dedent("""
+        import asyncio, logging, sys
+        from asemble_jax import errors
+
+        logging.basicConfig()
+        pending = []
+
+        async def write():
+            raise ValueError("ABORTED: Error writing the checkpoint: Could not connect to server")
+
+        def main(argv):
+            loop = asyncio.new_event_loop()
+            task = loop.create_task(write())
+            loop.run_until_complete(asyncio.sleep(0.01))  # the write fails; nobody retrieves its exception
+            pending.extend([task, loop, write()])  # ...and a coroutine that is never awaited
+            raise errors.UserError("gs://bucket/run/metrics.jsonl: cannot reach the storage server")
+
+        sys.exit(errors.run_main(main))
+    """))
+    finished = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 2
+    assert finished.stderr.strip().splitlines() == [
+        "error: gs://bucket/run/metrics.jsonl: cannot reach the storage server"], finished.stderr
 
 
 def test_run_main_lets_a_bug_keep_its_traceback():
