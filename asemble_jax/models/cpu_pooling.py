@@ -31,10 +31,8 @@ def max_pool(x: jax.Array, window_shape: Sequence[int], strides: Sequence[int] |
     if x.ndim != 4 or len(window) != 2 or len(strides) != 2:
         raise ValueError(f"max_pool takes NHWC maps and 2-D windows, got shape {x.shape} and window {window}")
     if isinstance(padding, str):
-        pads = tuple(lax.padtype_to_pads(x.shape[1:3], window, strides, padding))
-    else:
-        pads = tuple((int(low), int(high)) for low, high in padding)
-    pads = tuple(tuple(pair) for pair in pads)
+        padding = lax.padtype_to_pads(x.shape[1:3], window, strides, padding)
+    pads = tuple((int(low), int(high)) for low, high in padding)  # hashable: a static argument of the VJP
     if jax.default_backend() == "cpu":
         return _max_pool(window, strides, pads, x)
     return _reduce_window(window, strides, pads, x)
