@@ -3,9 +3,10 @@
 XLA reads XLA_FLAGS once, when JAX creates its first backend, so they are set when `asemble_jax` is imported
 (asemble_jax/__init__.py), before any entry point, test or benchmark can run a JAX computation. They are
 appended to the user's XLA_FLAGS, never replacing them: a flag the user already set (any value) is left alone,
-and ASEMBLE_XLA_CPU_DEFAULTS=0 turns the project's defaults off altogether (how the benchmark measures the
-"before" rows). XLA aborts the process on a flag its jaxlib does not know, so every default names the oldest
-jaxlib it was measured on and is skipped before that.
+and ASEMBLE_XLA_CPU_DEFAULTS=0 turns the project's defaults off altogether. A child process inherits the XLA_FLAGS
+that apply() extended, so the opt-out alone would leave the defaults on in it: `opted_out_environment()` is how a
+process starts a child without them (the benchmark's "before" rows). XLA aborts the process on a flag its jaxlib
+does not know, so every default names the oldest jaxlib it was measured on and is skipped before that.
 
 Each flag stays only while scripts/benchmark_cpu_vs_torch.py shows that it still helps on the current jaxlib
 (results/performance/cpu_vs_torch.md has the before/after rows).
@@ -21,6 +22,7 @@ from typing import NamedTuple
 log = logging.getLogger(__name__)
 
 OPT_OUT = "ASEMBLE_XLA_CPU_DEFAULTS"
+_added: list[str] = []  # the flags apply() appended to this process's XLA_FLAGS
 
 
 class Default(NamedTuple):
@@ -91,3 +93,11 @@ def apply() -> None:
                     " ".join(project_flags(jaxlib_version)))
         return
     os.environ["XLA_FLAGS"] = flags
+    _added[:] = flags.split()[len(current.split()):]
+
+
+def opted_out_environment() -> dict[str, str]:
+    """What to add to a child process's environment so that it runs with the jaxlib's own behaviour: the opt-out,
+    and this process's XLA_FLAGS less the defaults apply() appended (the user's own flags stay)."""
+    return {OPT_OUT: "0",
+            "XLA_FLAGS": " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if f not in _added)}

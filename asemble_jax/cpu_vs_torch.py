@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import importlib.metadata
 import json
 import os
 import platform
@@ -41,8 +42,6 @@ from asemble_jax import atomic_io, benchmark, cpu_flags, provenance
 from asemble_jax.errors import UserError
 
 LABEL_SMOOTHING, GRAD_CLIP_NORM, LEARNING_RATE, WEIGHT_DECAY = 0.1, 1.0, 1e-3, 0.05  # ablations/base.py's
-# Our step without the project's XLA CPU defaults: the jaxlib's own behaviour.
-BEFORE_ENV = {cpu_flags.OPT_OUT: "0"}
 
 
 # --- PyTorch (runs in the oracle Python) -------------------------------------------------------------------------
@@ -239,8 +238,9 @@ def jax_parts(*, convolutions: list[dict], parameter_shapes: list[list[int]], re
 # --- the comparison --------------------------------------------------------------------------------------------
 def variants(size: int, batch: int, steps: int, threads: int, asemblenet_preset: str | None) -> list[dict]:
     ours = dict(size=size, batch=batch, steps=steps, each_step=True, forward=False)
+    before = cpu_flags.opted_out_environment()  # our step with the jaxlib's own behaviour
     chosen = [
-        {"label": "ours, jaxlib defaults", "kind": "jax", "env": BEFORE_ENV, "arguments": dict(
+        {"label": "ours, jaxlib defaults", "kind": "jax", "env": before, "arguments": dict(
             model="resnet50", preset="small", **ours)},
         {"label": "ours, project XLA CPU flags", "kind": "jax", "env": {}, "arguments": dict(
             model="resnet50", preset="small", **ours)},
@@ -252,7 +252,7 @@ def variants(size: int, batch: int, steps: int, threads: int, asemblenet_preset:
     if asemblenet_preset:
         # The preset's own input size: the step that training at this preset runs.
         own = dict(ours, size=0)
-        chosen += [{"label": f"ASembleNet-{asemblenet_preset}, jaxlib defaults", "kind": "jax", "env": BEFORE_ENV,
+        chosen += [{"label": f"ASembleNet-{asemblenet_preset}, jaxlib defaults", "kind": "jax", "env": before,
                     "arguments": dict(model="asemblenet", preset=asemblenet_preset, **own)},
                    {"label": f"ASembleNet-{asemblenet_preset}, project XLA CPU flags", "kind": "jax", "env": {},
                     "arguments": dict(model="asemblenet", preset=asemblenet_preset, **own)}]
@@ -293,7 +293,19 @@ def _run(variant: dict, torch_python: str) -> dict:
                                             python=torch_python, what=variant["label"])
     else:
         result = benchmark.measure_in_fresh_process(None, env=variant["env"], **variant["arguments"])
+        _check_flags(variant["label"], variant["env"], result["xla_flags"])
     return {"label": variant["label"], **result}
+
+
+def _check_flags(label: str, env: dict[str, str], xla_flags: str) -> None:
+    """A run labelled with the jaxlib defaults ran without the project's flags, and one labelled with them ran
+    with them: else its row would compare a configuration with itself."""
+    project = set(cpu_flags.project_flags(importlib.metadata.version("jaxlib")))
+    present = project & set(xla_flags.split())
+    opted_out = env.get(cpu_flags.OPT_OUT) == "0"
+    if (opted_out and present) or (not opted_out and present != project):
+        raise benchmark.BenchmarkError(f"{label}: ran with XLA_FLAGS={xla_flags!r}, not what its label says "
+                                       "(unset the project's flags in your own XLA_FLAGS to compare)")
 
 
 def compare(*, size: int = 128, batch: int = 16, steps: int = 10, rounds: int = 2, threads: int = 2,
@@ -325,10 +337,12 @@ def compare(*, size: int = 128, batch: int = 16, steps: int = 10, rounds: int = 
             arguments = dict(convolutions=convolutions, parameter_shapes=resnet50_parameter_shapes(),
                              repeats=repeats)
             measured = {}
-            for label, env in (("ours, jaxlib defaults", BEFORE_ENV), ("ours, project XLA CPU flags", {})):
+            for label, env in (("ours, jaxlib defaults", cpu_flags.opted_out_environment()),
+                               ("ours, project XLA CPU flags", {})):
                 with _holding(lock):
                     measured[label] = benchmark.in_fresh_process("asemble_jax.cpu_vs_torch:jax_parts", arguments,
                                                                  env=env, what=f"parts, {label}")
+                _check_flags(f"parts, {label}", env, measured[label]["xla_flags"])
             for label, channels_last in (("PyTorch default", False), ("PyTorch channels_last", True)):
                 with _holding(lock):
                     measured[label] = benchmark.in_fresh_process(
@@ -409,6 +423,13 @@ def render(result: dict, command: str) -> str:
                      f"{r['step_s']:.3f} | {r['step_min_s']:.3f}-{r['step_max_s']:.3f} | {ratio} | "
                      f"{r['compile_s']:.1f} | {r['setup_s']:.1f} | {r['peak_rss_mb']:.0f} | "
                      f"{', '.join(str(load) for load in r['loads'])} |")
+    flags = {}
+    for run in result["runs"]:
+        if "xla_flags" in run:
+            flags.setdefault(run["label"], set()).add(run["xla_flags"] or "none")
+    lines += ["", "XLA_FLAGS as each of our runs saw them: " + "; ".join(
+        f"{label}: {', '.join(f'`{f}`' if f != 'none' else f for f in sorted(seen))}" for label, seen in flags.items())
+        + "."]
     if result["parts"]:
         convolutions, measured = result["parts"]["convolutions"], result["parts"]["measured"]
         totals = {label: part_totals(convolutions, row) for label, row in measured.items()}

@@ -72,3 +72,18 @@ def test_too_late_once_jax_has_started_says_so():
     result = _fresh(program, {"JAX_PLATFORMS": "cpu"})
     assert result["flags"] is None
     assert "do not apply" in result["stderr"]
+
+
+def test_a_child_started_opted_out_runs_without_them_and_keeps_the_users_own():
+    # The benchmark's "jaxlib defaults" rows: the parent's XLA_FLAGS already hold the defaults its import added,
+    # and a child given only the opt-out would inherit them (as every such row did until this test).
+    users = "--xla_cpu_enable_fast_math=false"
+    program = ("import json, os, subprocess, sys, asemble_jax; from asemble_jax import cpu_flags; "
+               "child = subprocess.run([sys.executable, '-c', 'import json, os, asemble_jax; "
+               "print(json.dumps(os.environ.get(\"XLA_FLAGS\")))'], "
+               "env=dict(os.environ, **cpu_flags.opted_out_environment()), capture_output=True, text=True); "
+               "print(json.dumps({'parent': os.environ['XLA_FLAGS'], 'child': json.loads(child.stdout)}))")
+    result = _fresh(program, {"XLA_FLAGS": users})
+    project = set(cpu_flags.project_flags(importlib.metadata.version("jaxlib")))
+    assert project and project <= set(result["parent"].split())
+    assert result["child"] == users

@@ -65,3 +65,23 @@ def test_a_loaded_comparison_says_so_in_its_report(tmp_path):
     result["background_load"] = 0
     cpu_vs_torch.write(out, result, "python scripts/benchmark_cpu_vs_torch.py")
     assert "busy process" not in out.read_text()
+
+
+def test_a_run_whose_flags_contradict_its_label_is_refused_and_the_report_lists_each_runs_flags(tmp_path):
+    import importlib.metadata
+
+    from asemble_jax import benchmark, cpu_flags
+
+    project = " ".join(cpu_flags.project_flags(importlib.metadata.version("jaxlib")))
+    opted_out = {cpu_flags.OPT_OUT: "0"}
+    cpu_vs_torch._check_flags("ours, jaxlib defaults", opted_out, "--xla_cpu_enable_fast_math=false")
+    cpu_vs_torch._check_flags("ours, project XLA CPU flags", {}, project)
+    with pytest.raises(benchmark.BenchmarkError, match="ours, jaxlib defaults: ran with XLA_FLAGS"):
+        cpu_vs_torch._check_flags("ours, jaxlib defaults", opted_out, project)
+    with pytest.raises(benchmark.BenchmarkError, match="not what its label says"):
+        cpu_vs_torch._check_flags("ours, project XLA CPU flags", {}, "")
+    result = {"size": 128, "batch": 16, "steps": 10, "rounds": 1, "threads": 2, "cpu": "x86_64", "cpu_count": 2,
+              "parts": None, "runs": [_run("ours, jaxlib defaults", "resnet50", 2.0) | {"xla_flags": ""},
+                                      _run("ours, project XLA CPU flags", "resnet50", 1.5) | {"xla_flags": project}]}
+    text = cpu_vs_torch.render(result, "python scripts/benchmark_cpu_vs_torch.py")
+    assert f"ours, jaxlib defaults: none; ours, project XLA CPU flags: `{project}`." in text
