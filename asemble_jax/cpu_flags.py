@@ -34,8 +34,9 @@ DEFAULTS = (
     # YNNPACK's convolution kernels (default for convolutions since jaxlib 0.10) compute the weight gradient of a
     # ResNet50 step 4-10x slower than Eigen's on 2 cores; "-" removes only that fusion type from the jaxlib's
     # default set, so YNNPACK keeps the dots, reductions (BatchNorm) and elementwise fusions it does well.
-    # Since 1x1 convolutions became matrix products (models/cpu_convolution.py) it no longer clearly helps: neutral
-    # for ResNet50 idle and loaded, mixed for ASembleNet (results/performance/README.md); up for removal.
+    # Measured with the 1x1 convolutions as matrix products (models/cpu_convolution.py), idle, jaxlib 0.10.2: the
+    # ResNet50 step 11% faster, ASembleNet-small's batch-16 step 5% slower, the demo no slower
+    # (results/performance/README.md, "Correction").
     Default("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution", (0, 10)),
 )
 

@@ -16,9 +16,13 @@ batch (read from its jaxpr): each distinct one's forward, input gradient and wei
 shapes. What the parts leave of the whole step is BatchNorm, activations, pooling, the loss and the layout work
 between them.
 
-Under load. `background_load` busy processes (one core each, at normal priority) run beside the whole comparison:
-the project's XLA CPU flag was chosen for a shared machine, where YNNPACK's convolutions degraded 3-10x, so the
-flag is judged both idle and loaded by one committed command.
+Under load. `background_load` busy processes (one core each, at normal priority) run beside the whole comparison,
+so that the step and the project's XLA CPU flag are judged on a shared machine as well as an idle one by one
+committed command.
+
+The "before" runs start from `cpu_flags.opted_out_environment()`, and every run's XLA_FLAGS are checked against its
+label and listed in the report: a child inherits the XLA_FLAGS this process's import extended, and for two days
+every "before" row silently ran with the flag.
 
 PyTorch runs in another Python (the `oracle` extra: torch and torchvision) given as `torch_python`; this
 module imports torch only inside the functions that run there.
